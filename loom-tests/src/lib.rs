@@ -1,0 +1,1 @@
+//! Shared helpers for the loom models in `tests/`.

@@ -1,0 +1,375 @@
+//! The cache: sharded entries, their counters and in-flight fetches.
+//!
+//! # Locks
+//! [`Cache`] holds `N` shard locks and one lifecycle lock (plus the leaf lock
+//! inside each [`OutcomeCell`](super::outcome)). The lock order is
+//!
+//! ```text
+//! shard[0] < shard[1] < ... < shard[N-1] < lifecycle        (outcome cells: leaves)
+//! ```
+//!
+//! Every operation on a key takes exactly one shard lock. Only
+//! [`Cache::stats`] takes more than one: all shards in ascending order, then
+//! the lifecycle lock. P2P start and shutdown take only the lifecycle lock.
+//! No code takes a lock while holding a lock that comes later in the order,
+//! so there is no cycle and no deadlock.
+//!
+//! Helpers that need a lock held take the guarded data (`&mut Shard`), never
+//! `&self`: a function that can be called with the lock held cannot take it
+//! again, by construction. No critical section calls a callback, the clock,
+//! a waker, or does I/O.
+//!
+//! # Bounds and eviction
+//! Each shard holds at most `max_entries / N` entries and `max_bytes / N`
+//! bytes (the remainders go to the first shards), so the totals never exceed
+//! the configured bounds. Within a shard, eviction is least-recently-used
+//! (O(1), see [`lru`](super::lru)): inserting past a bound drops entries from
+//! the cold end until it fits. Keys spread evenly over shards (by hash), so
+//! eviction starts close to the global bound; with few keys and many shards it
+//! may start earlier. An entry heavier than a shard's byte bound is refused.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::clock::{Clock, Timestamp};
+use super::entry::{Entry, Freshness, TtlPolicy};
+use super::key::{CacheKey, Operation, PrehashedKey};
+use super::lifecycle::{Lifecycle, LifecycleConfig};
+use super::lru::Lru;
+use super::outcome::OutcomeCell;
+use super::stats::{Counters, Event, StatsSnapshot};
+use crate::sync::{lock, Arc, Mutex, MutexGuard, StdArc};
+
+/// Sizing and freshness settings of a [`Cache`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most entries held at once.
+    pub max_entries: usize,
+    /// Most bytes held at once (see [`Entry::weight`]).
+    pub max_bytes: usize,
+    /// Number of independently locked shards (at least 1, at most
+    /// `max_entries`).
+    pub shards: usize,
+    /// TTL per operation.
+    pub ttl: TtlPolicy,
+    /// How long past its TTL an entry is kept for revalidation.
+    pub stale_grace: Duration,
+}
+
+impl Default for CacheConfig {
+    /// 10,000 entries, 256 MiB, 16 shards, default TTLs, 24 h stale grace.
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 10_000,
+            max_bytes: 256 << 20,
+            shards: 16,
+            ttl: TtlPolicy::default(),
+            stale_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A fresh entry: serve it.
+    Fresh(Entry),
+    /// A stale entry: revalidate (its ETag makes the request free when
+    /// unchanged) or serve it when GitHub cannot be asked.
+    Stale(Entry),
+    /// Nothing usable.
+    Miss,
+}
+
+/// One in-flight fetch, as the shard records it.
+pub(crate) struct FlightRecord {
+    pub(crate) outcome: Arc<OutcomeCell<super::flight::FlightOutcome>>,
+    /// Set when the key is invalidated while the fetch runs: its result is
+    /// then handed to the waiters but not stored.
+    pub(crate) invalidated: bool,
+}
+
+/// One lock's worth of the cache. Everything here is guarded by the shard's
+/// mutex; every method takes `&mut self`, so it runs with the lock held.
+pub(crate) struct Shard {
+    entries: Lru<Entry>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    pub(crate) flights: HashMap<CacheKey, FlightRecord, PrehashedKey>,
+    pub(crate) counters: Counters,
+}
+
+impl Shard {
+    fn new(max_entries: usize, max_bytes: usize) -> Shard {
+        Shard {
+            entries: Lru::new(),
+            bytes: 0,
+            max_entries,
+            max_bytes,
+            flights: HashMap::with_hasher(PrehashedKey),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Looks `key` up at `now`, counting the outcome and dropping an expired
+    /// entry.
+    pub(crate) fn lookup(&mut self, key: &CacheKey, now: Timestamp, stale_grace: Duration) -> Lookup {
+        self.counters.lookups += 1;
+        let found = match self.entries.get(key) {
+            None => None,
+            Some(entry) => Some((entry.freshness(now, stale_grace), entry.clone())),
+        };
+        match found {
+            Some((Freshness::Fresh, entry)) => {
+                self.counters.hits += 1;
+                Lookup::Fresh(entry)
+            }
+            Some((Freshness::Stale, entry)) => {
+                self.counters.stale_hits += 1;
+                Lookup::Stale(entry)
+            }
+            Some((Freshness::Expired, _)) => {
+                self.remove_entry(key);
+                self.counters.expirations += 1;
+                self.counters.misses += 1;
+                Lookup::Miss
+            }
+            None => {
+                self.counters.misses += 1;
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Stores `entry` under `key`, evicting from the cold end to stay within
+    /// the bounds. Returns whether it was stored.
+    pub(crate) fn insert(&mut self, key: &CacheKey, entry: Entry) -> bool {
+        let weight = entry.weight(key);
+        if weight > self.max_bytes {
+            // Refused; an older answer for the same key is outdated now.
+            if self.remove_entry(key).is_some() {
+                self.counters.evictions += 1;
+            }
+            self.counters.rejected_inserts += 1;
+            return false;
+        }
+        if let Some(old) = self.entries.insert(key.clone(), entry) {
+            self.bytes -= old.weight(key);
+        }
+        self.bytes += weight;
+        self.counters.inserts += 1;
+        // The new entry is the most recent and fits alone, so this stops
+        // before reaching it.
+        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
+            let (cold_key, cold) = self.entries.pop_lru().expect("over a bound means not empty");
+            self.bytes -= cold.weight(&cold_key);
+            self.counters.evictions += 1;
+        }
+        true
+    }
+
+    /// Removes `key`'s entry (uncounted; the caller counts why).
+    fn remove_entry(&mut self, key: &CacheKey) -> Option<Entry> {
+        let old = self.entries.remove(key)?;
+        self.bytes -= old.weight(key);
+        Some(old)
+    }
+
+    fn invalidate(&mut self, key: &CacheKey) -> bool {
+        if let Some(flight) = self.flights.get_mut(key) {
+            flight.invalidated = true;
+        }
+        let removed = self.remove_entry(key).is_some();
+        self.counters.invalidations += u64::from(removed);
+        removed
+    }
+
+    fn invalidate_where(&mut self, doomed: impl Fn(&CacheKey) -> bool) -> usize {
+        for (key, flight) in self.flights.iter_mut() {
+            if doomed(key) {
+                flight.invalidated = true;
+            }
+        }
+        let removed = self.entries.remove_where(|key, _| doomed(key));
+        for (key, entry) in &removed {
+            self.bytes -= entry.weight(key);
+        }
+        self.counters.invalidations += removed.len() as u64;
+        removed.len()
+    }
+
+    fn clear(&mut self) -> usize {
+        for flight in self.flights.values_mut() {
+            flight.invalidated = true;
+        }
+        let removed = self.entries.len();
+        self.entries.clear();
+        self.bytes = 0;
+        self.counters.invalidations += removed as u64;
+        removed
+    }
+
+    #[cfg(any(test, fuzzing))]
+    fn keys_by_recency(&self) -> Vec<CacheKey> {
+        self.entries.keys_by_recency()
+    }
+}
+
+/// State shared by every handle to one cache.
+pub(crate) struct Shared {
+    pub(crate) shards: Box<[Mutex<Shard>]>,
+    pub(crate) lifecycle: Mutex<Lifecycle>,
+    pub(crate) clock: StdArc<dyn Clock>,
+    pub(crate) config: CacheConfig,
+}
+
+/// The cache core: a cheap-to-clone handle to shared, sharded state.
+///
+/// A `Cache` made with [`Cache::new`] is local-only: its P2P lifecycle is
+/// `disabled` and cannot be started. The process's P2P-capable cache is the
+/// [`Node`](super::Node), of which there is one per process.
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Cache {
+    /// A local-only cache.
+    pub fn new(config: CacheConfig, clock: StdArc<dyn Clock>) -> Cache {
+        Cache::with_lifecycle(config, clock, LifecycleConfig::disabled())
+    }
+
+    pub(crate) fn with_lifecycle(config: CacheConfig, clock: StdArc<dyn Clock>, p2p: LifecycleConfig) -> Cache {
+        let max_entries = config.max_entries.max(1);
+        let n = config.shards.clamp(1, max_entries);
+        let share = |total: usize, i: usize| total / n + usize::from(i < total % n);
+        let shards = (0..n)
+            .map(|i| Mutex::new(Shard::new(share(max_entries, i).max(1), share(config.max_bytes, i))))
+            .collect();
+        Cache {
+            shared: Arc::new(Shared {
+                shards,
+                lifecycle: Mutex::new(Lifecycle::new(p2p)),
+                clock,
+                config: CacheConfig { max_entries, shards: n, ..config },
+            }),
+        }
+    }
+
+    /// The settings in force (shard count and bounds as adjusted).
+    pub fn config(&self) -> &CacheConfig {
+        &self.shared.config
+    }
+
+    /// The cache's clock reading.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// The TTL for entries of `op`.
+    pub fn ttl(&self, op: Operation) -> Duration {
+        self.shared.config.ttl.ttl(op)
+    }
+
+    /// A fresh entry for `key` with this cache's TTL for its operation,
+    /// fetched now.
+    pub fn new_entry(&self, key: &CacheKey, body: impl Into<bytes::Bytes>, etag: Option<super::ETag>, origin: super::Origin) -> Entry {
+        Entry::new(body, etag, self.now(), self.ttl(key.operation()), origin)
+    }
+
+    /// Looks `key` up; see [`Lookup`].
+    pub fn lookup(&self, key: &CacheKey) -> Lookup {
+        let now = self.now();
+        let grace = self.shared.config.stale_grace;
+        self.lock_shard(key).lookup(key, now, grace)
+    }
+
+    /// Stores `entry` (an [`Origin::Peer`](super::Origin::Peer) entry also
+    /// counts a peer hit). Returns whether it was stored (see the bounds in
+    /// the module docs).
+    pub fn insert(&self, key: &CacheKey, entry: Entry) -> bool {
+        let from_peer = entry.origin == super::Origin::Peer;
+        let mut shard = self.lock_shard(key);
+        if from_peer {
+            shard.counters.record(Event::PeerHit);
+        }
+        shard.insert(key, entry)
+    }
+
+    /// Drops `key`'s entry; a fetch of it in progress will not be stored.
+    /// Returns whether there was an entry.
+    pub fn invalidate(&self, key: &CacheKey) -> bool {
+        self.lock_shard(key).invalidate(key)
+    }
+
+    /// Drops every entry whose key starts with `prefix` (e.g. `runners:`),
+    /// one shard at a time. O(entries). Returns how many.
+    pub fn invalidate_prefix(&self, prefix: &str) -> usize {
+        self.each_shard(|shard| shard.invalidate_where(|key| key.has_prefix(prefix)))
+    }
+
+    /// Drops every entry, one shard at a time. Counters are kept. Returns
+    /// how many.
+    pub fn clear(&self) -> usize {
+        self.each_shard(Shard::clear)
+    }
+
+    /// Counts `event` against `key`.
+    pub fn record(&self, key: &CacheKey, event: Event) {
+        self.lock_shard(key).counters.record(event);
+    }
+
+    /// One consistent snapshot of every counter, the sizes and the P2P
+    /// state, taken with all shard locks and then the lifecycle lock held
+    /// (the documented order). Never returns a guard; does no I/O.
+    pub fn stats(&self) -> StatsSnapshot {
+        let shards: Vec<MutexGuard<'_, Shard>> = self.shared.shards.iter().map(lock).collect();
+        let lifecycle = lock(&self.shared.lifecycle);
+        let mut counters = Counters::default();
+        let (mut in_flight, mut entries, mut bytes) = (0, 0, 0);
+        for shard in &shards {
+            counters.add(&shard.counters);
+            in_flight += shard.flights.len() as u64;
+            entries += shard.entries.len() as u64;
+            bytes += shard.bytes as u64;
+        }
+        let max_entries = shards.iter().map(|s| s.max_entries as u64).sum();
+        let max_bytes = shards.iter().map(|s| s.max_bytes as u64).sum();
+        StatsSnapshot::from_parts(&counters, in_flight, entries, bytes, max_entries, max_bytes, lifecycle.status())
+    }
+
+    /// Keys held, each shard from most to least recently used, shards in
+    /// order (for sequential models in tests and fuzzing).
+    #[cfg(any(test, fuzzing))]
+    pub fn keys_by_recency(&self) -> Vec<CacheKey> {
+        self.each_shard_collect(|shard| shard.keys_by_recency())
+    }
+
+    /// Locks the shard that owns `key`.
+    pub(crate) fn lock_shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard> {
+        lock(&self.shared.shards[self.shard_index(key)])
+    }
+
+    fn shard_index(&self, key: &CacheKey) -> usize {
+        // Bits 32..56 of the hash: hashbrown uses the low bits for the bucket
+        // and the top 7 for its tag, so shards do not skew either.
+        ((key.hash_value() >> 32) & 0x00ff_ffff) as usize % self.shared.shards.len()
+    }
+
+    /// Runs `f` on each shard in turn, one lock at a time, summing results.
+    fn each_shard(&self, mut f: impl FnMut(&mut Shard) -> usize) -> usize {
+        self.shared.shards.iter().map(|m| f(&mut lock(m))).sum()
+    }
+
+    #[cfg(any(test, fuzzing))]
+    fn each_shard_collect<T>(&self, mut f: impl FnMut(&Shard) -> Vec<T>) -> Vec<T> {
+        self.shared.shards.iter().flat_map(|m| f(&lock(m))).collect()
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
