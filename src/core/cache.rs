@@ -351,7 +351,8 @@ impl Cache {
         lock(&self.shared.shards[self.shard_index(key)])
     }
 
-    fn shard_index(&self, key: &CacheKey) -> usize {
+    /// Which shard holds `key` (for diagnostics and tests).
+    pub fn shard_index(&self, key: &CacheKey) -> usize {
         // Bits 32..56 of the hash: hashbrown uses the low bits for the bucket
         // and the top 7 for its tag, so shards do not skew either.
         ((key.hash_value() >> 32) & 0x00ff_ffff) as usize % self.shared.shards.len()
