@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 use std::sync::Arc as StdArc;
 
 use ghcache::core::{
-    Api, Cache, CacheConfig, CacheKey, Clock, Entry, ETag, FetchFailed, Fetched, LifecycleConfig, Node, Operation,
+    Api, Cache, CacheConfig, CacheKey, Clock, ETag, Entry, FetchFailed, Fetched, LifecycleConfig, Node, Operation,
     Origin, P2pHost, StartError, Timestamp, Via,
 };
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -44,8 +44,15 @@ where
     if let Ok(path) = std::env::var("LOOM_REPORT") {
         use std::io::Write;
         let test = std::thread::current().name().unwrap_or("?").to_owned();
-        let line = format!("{test} {} {bound}\n", executions.load(std::sync::atomic::Ordering::Relaxed));
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("LOOM_REPORT is writable");
+        let line = format!(
+            "{test} {} {bound}\n",
+            executions.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("LOOM_REPORT is writable");
         file.write_all(line.as_bytes()).expect("LOOM_REPORT is writable");
     }
 }

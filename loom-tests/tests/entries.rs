@@ -65,7 +65,11 @@ fn clear_and_prefix_invalidation_racing_inserts() {
         writer.join().unwrap();
         let s = c.stats();
         s.check_consistency().unwrap();
-        assert_eq!(s.entries + cleared as u64, 2, "every entry is either held or was removed once");
+        assert_eq!(
+            s.entries + cleared as u64,
+            2,
+            "every entry is either held or was removed once"
+        );
         assert_eq!(s.invalidations, cleared as u64);
     });
 }

@@ -50,7 +50,14 @@ fn concurrent_failing_starts_run_one_starter_and_back_off() {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         for outcome in outcomes {
             assert!(
-                matches!(outcome, StartOutcome::Failed { failures: 1, degraded: false, .. } | StartOutcome::BackingOff { .. }),
+                matches!(
+                    outcome,
+                    StartOutcome::Failed {
+                        failures: 1,
+                        degraded: false,
+                        ..
+                    } | StartOutcome::BackingOff { .. }
+                ),
                 "{outcome:?}"
             );
         }
@@ -73,8 +80,14 @@ fn shutdown_racing_start_stops_the_host() {
         assert_eq!(ledger.running(), 0, "a host is running after shutdown returned");
         let outcome = starter.join().unwrap();
         assert_eq!(ledger.running(), 0, "a host started after shutdown");
-        assert!(matches!(outcome, StartOutcome::ShutDown | StartOutcome::Running { .. }), "{outcome:?}");
-        assert_eq!(ledger.stops.load(Ordering::SeqCst), ledger.starts.load(Ordering::SeqCst));
+        assert!(
+            matches!(outcome, StartOutcome::ShutDown | StartOutcome::Running { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            ledger.stops.load(Ordering::SeqCst),
+            ledger.starts.load(Ordering::SeqCst)
+        );
         assert_eq!(node.stats().p2p.phase, P2pPhase::Stopped);
     });
 }

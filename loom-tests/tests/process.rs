@@ -12,11 +12,20 @@ use loom_tests::FrozenClock;
 #[test]
 fn one_node_per_process() {
     loom_tests::model(|| {
-        let init = || Node::init(CacheConfig::default(), LifecycleConfig::default(), StdArc::new(FrozenClock));
+        let init = || {
+            Node::init(
+                CacheConfig::default(),
+                LifecycleConfig::default(),
+                StdArc::new(FrozenClock),
+            )
+        };
         let other = thread::spawn(move || init().is_ok());
         let mine = init().is_ok();
         let theirs = other.join().unwrap();
-        assert!(mine ^ theirs, "exactly one init succeeds (mine={mine}, theirs={theirs})");
+        assert!(
+            mine ^ theirs,
+            "exactly one init succeeds (mine={mine}, theirs={theirs})"
+        );
         let a = Node::get().unwrap();
         let b = Node::get().unwrap();
         assert!(loom::sync::Arc::ptr_eq(&a, &b));

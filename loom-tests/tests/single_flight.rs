@@ -177,7 +177,11 @@ fn invalidation_racing_a_fetch_never_keeps_an_older_answer() {
         invalidator.join().unwrap();
         assert_eq!(served.entry.body, "old", "the caller still gets its answer");
         if began_before {
-            assert_eq!(c.lookup(&key(1)), Lookup::Miss, "an answer older than the invalidation survived it");
+            assert_eq!(
+                c.lookup(&key(1)),
+                Lookup::Miss,
+                "an answer older than the invalidation survived it"
+            );
         }
         c.stats().check_consistency().unwrap();
     });
@@ -221,7 +225,10 @@ fn fetch_start_shutdown_and_stats_together() {
             let node = node.clone();
             thread::spawn(move || {
                 let c = node.cache();
-                c.get_or_fetch(&key(1), |_| fetched(c, &key(1), "v")).unwrap().entry.body
+                c.get_or_fetch(&key(1), |_| fetched(c, &key(1), "v"))
+                    .unwrap()
+                    .entry
+                    .body
             })
         };
         let starter = {

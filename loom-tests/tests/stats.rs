@@ -48,7 +48,10 @@ fn stats_across_shards_is_one_moment() {
         };
         let s = c.stats();
         s.check_consistency().unwrap();
-        assert!(s.api_calls_graphql <= s.api_calls_rest, "saw the second update without the first");
+        assert!(
+            s.api_calls_graphql <= s.api_calls_rest,
+            "saw the second update without the first"
+        );
         writer.join().unwrap();
         assert_eq!(c.stats().api_calls, 2);
     });
@@ -67,7 +70,10 @@ fn stats_racing_start_report_a_real_state() {
         };
         let s = node.stats();
         s.check_consistency().unwrap();
-        assert!(matches!(s.p2p.phase, P2pPhase::Idle | P2pPhase::Starting | P2pPhase::Running));
+        assert!(matches!(
+            s.p2p.phase,
+            P2pPhase::Idle | P2pPhase::Starting | P2pPhase::Running
+        ));
         starter.join().unwrap();
         assert_eq!(node.stats().p2p.peer_id.as_deref(), Some("12D3KooWloom"));
     });

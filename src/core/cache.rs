@@ -116,10 +116,10 @@ impl Shard {
     /// entry.
     pub(crate) fn lookup(&mut self, key: &CacheKey, now: Timestamp, stale_grace: Duration) -> Lookup {
         self.counters.lookups += 1;
-        let found = match self.entries.get(key) {
-            None => None,
-            Some(entry) => Some((entry.freshness(now, stale_grace), entry.clone())),
-        };
+        let found = self
+            .entries
+            .get(key)
+            .map(|entry| (entry.freshness(now, stale_grace), entry.clone()));
         match found {
             Some((Freshness::Fresh, entry)) => {
                 self.counters.hits += 1;
@@ -252,7 +252,11 @@ impl Cache {
                 shards,
                 lifecycle: Mutex::new(Lifecycle::new(p2p)),
                 clock,
-                config: CacheConfig { max_entries, shards: n, ..config },
+                config: CacheConfig {
+                    max_entries,
+                    shards: n,
+                    ..config
+                },
             }),
         }
     }
@@ -274,7 +278,13 @@ impl Cache {
 
     /// A fresh entry for `key` with this cache's TTL for its operation,
     /// fetched now.
-    pub fn new_entry(&self, key: &CacheKey, body: impl Into<bytes::Bytes>, etag: Option<super::ETag>, origin: super::Origin) -> Entry {
+    pub fn new_entry(
+        &self,
+        key: &CacheKey,
+        body: impl Into<bytes::Bytes>,
+        etag: Option<super::ETag>,
+        origin: super::Origin,
+    ) -> Entry {
         Entry::new(body, etag, self.now(), self.ttl(key.operation()), origin)
     }
 
@@ -336,7 +346,15 @@ impl Cache {
         }
         let max_entries = shards.iter().map(|s| s.max_entries as u64).sum();
         let max_bytes = shards.iter().map(|s| s.max_bytes as u64).sum();
-        StatsSnapshot::from_parts(&counters, in_flight, entries, bytes, max_entries, max_bytes, lifecycle.status())
+        StatsSnapshot::from_parts(
+            &counters,
+            in_flight,
+            entries,
+            bytes,
+            max_entries,
+            max_bytes,
+            lifecycle.status(),
+        )
     }
 
     /// Keys held, each shard from most to least recently used, shards in
@@ -371,6 +389,8 @@ impl Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("Cache")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }

@@ -262,7 +262,9 @@ impl Drop for FlightLeader {
 
 impl fmt::Debug for FlightLeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FlightLeader").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("FlightLeader")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 

@@ -210,7 +210,11 @@ impl Lifecycle {
     pub(crate) fn status(&self) -> P2pStatus {
         let shutdown_requested = matches!(
             self.state,
-            State::Starting { stop_requested: true, .. } | State::Stopping { .. } | State::Stopped
+            State::Starting {
+                stop_requested: true,
+                ..
+            } | State::Stopping { .. }
+                | State::Stopped
         );
         let (phase, peer_id, retry_at) = match &self.state {
             State::Disabled => (P2pPhase::Disabled, None, None),
@@ -395,7 +399,10 @@ impl super::Cache {
             match &mut lifecycle.state {
                 State::Stopped => Then::Return,
                 State::Stopping { done } => Then::WaitForStop(done.clone()),
-                State::Starting { attempt, stop_requested } => {
+                State::Starting {
+                    attempt,
+                    stop_requested,
+                } => {
                     *stop_requested = true;
                     Then::WaitForStarter(attempt.clone())
                 }
