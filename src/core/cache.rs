@@ -5,7 +5,8 @@
 //! inside each [`OutcomeCell`](super::outcome)). The lock order is
 //!
 //! ```text
-//! shard[0] < shard[1] < ... < shard[N-1] < lifecycle        (outcome cells: leaves)
+//! shard[0] < shard[1] < ... < shard[N-1] < lifecycle
+//! leaves, never held with another lock: each OutcomeCell's lock, the process registry (Node::init)
 //! ```
 //!
 //! Every operation on a key takes exactly one shard lock. Only

@@ -305,12 +305,16 @@ impl StartAttempt<'_> {
     fn record(&self, result: Result<(Box<dyn P2pHost>, String), String>) -> StartOutcome {
         let now = self.cache.now();
         let (outcome, to_stop) = lock(&self.cache.shared.lifecycle).finish_start(result, now);
+        // Published when this goes out of scope: after the host is stopped
+        // (a shutdown waiting on the outcome returns only once the host is
+        // down), and even if `stop` panics.
+        let _publish = PublishOnDrop {
+            cell: &self.attempt,
+            value: Some(outcome.clone()),
+        };
         if let Some(host) = to_stop {
-            // Stopped before the outcome is published: a shutdown waiting on
-            // it returns only once the host is down.
             host.stop();
         }
-        self.attempt.publish(outcome.clone());
         outcome
     }
 }
@@ -319,6 +323,20 @@ impl Drop for StartAttempt<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.record(Err("the P2P starter panicked".to_owned()));
+        }
+    }
+}
+
+/// Publishes `value` to `cell` when dropped, panics included.
+struct PublishOnDrop<'a, T: Clone> {
+    cell: &'a OutcomeCell<T>,
+    value: Option<T>,
+}
+
+impl<T: Clone> Drop for PublishOnDrop<'_, T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.take() {
+            self.cell.publish(value);
         }
     }
 }

@@ -521,6 +521,38 @@ fn shutdown_during_a_start_stops_the_new_host_before_returning() {
 }
 
 #[test]
+fn a_host_whose_stop_panics_still_releases_a_waiting_shutdown() {
+    struct PanickyHost;
+    impl P2pHost for PanickyHost {
+        fn peer_id(&self) -> String {
+            "12D3KooWpanicky".into()
+        }
+        fn stop(&self) {
+            panic!("stop exploded");
+        }
+    }
+    let (node, _) = node(LifecycleConfig::default());
+    let node = &node;
+    std::thread::scope(|s| {
+        let starter = s.spawn(move || {
+            node.start_p2p(|| {
+                while !node.stats().p2p.shutdown_requested {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(Box::new(PanickyHost))
+            })
+        });
+        while node.stats().p2p.phase != P2pPhase::Starting {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let shutdown = s.spawn(|| node.shutdown_p2p());
+        assert!(starter.join().is_err(), "the panic reaches the starter's caller");
+        shutdown.join().unwrap();
+    });
+    assert_eq!(node.stats().p2p.phase, P2pPhase::Stopped);
+}
+
+#[test]
 fn the_process_has_one_node() {
     let clock: StdArc<dyn Clock> = StdArc::new(SystemClock::new());
     let node = Node::init(CacheConfig::default(), LifecycleConfig::disabled(), clock.clone()).unwrap();
