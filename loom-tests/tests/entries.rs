@@ -90,3 +90,36 @@ fn eviction_racing_inserts_keeps_the_bound() {
         assert_eq!((s.entries, s.evictions), (1, 1));
     });
 }
+
+/// A lookup racing the clock passing an entry's TTL and grace: it sees the
+/// entry fresh, stale or gone (expired and dropped, counted once), never
+/// anything else, and the counters add up.
+#[test]
+fn lookup_racing_expiry() {
+    use ghcache::core::{Cache, CacheConfig, ManualClock};
+    use std::time::Duration;
+    loom_tests::model(|| {
+        let clock = std::sync::Arc::new(ManualClock::new());
+        let config = CacheConfig {
+            shards: 1,
+            stale_grace: Duration::from_secs(10),
+            ..CacheConfig::default()
+        };
+        let c = Cache::new(config, clock.clone());
+        c.insert(&key(1), entry(&c, &key(1), "v"));
+        let ticker = {
+            let clock = clock.clone();
+            thread::spawn(move || {
+                clock.advance(ghcache::core::Operation::Repo.default_ttl());
+                clock.advance(Duration::from_secs(10));
+            })
+        };
+        let first = c.lookup(&key(1));
+        ticker.join().unwrap();
+        assert_eq!(c.lookup(&key(1)), Lookup::Miss, "past TTL + grace the entry is gone");
+        let s = c.stats();
+        s.check_consistency().unwrap();
+        assert_eq!(s.expirations, 1, "expired exactly once: {first:?}");
+        assert_eq!(s.entries, 0);
+    });
+}

@@ -78,3 +78,25 @@ fn stats_racing_start_report_a_real_state() {
         assert_eq!(node.stats().p2p.peer_id.as_deref(), Some("12D3KooWloom"));
     });
 }
+
+/// Stats racing clear and prefix invalidation (which walk the shards one
+/// lock at a time): each snapshot is consistent and counts every removal.
+#[test]
+fn stats_racing_clear_and_prefix_invalidation() {
+    loom_tests::model(|| {
+        let c = cache(2, 8);
+        for n in 1..=3 {
+            c.insert(&key(n), entry(&c, &key(n), "v"));
+        }
+        let clearer = {
+            let c = c.clone();
+            thread::spawn(move || c.invalidate_prefix("repo:repo=o/r1") + c.clear())
+        };
+        let s = c.stats();
+        s.check_consistency().unwrap();
+        assert_eq!(s.entries + s.invalidations, 3);
+        assert_eq!(clearer.join().unwrap(), 3);
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes, s.invalidations), (0, 0, 3));
+    });
+}
