@@ -26,7 +26,6 @@ use ghcache::core::{Cache, CacheConfig, CacheKey, ETag, Operation, Origin, Syste
 
 const KEYS: usize = 10_000;
 const TTL: Duration = Duration::from_secs(300);
-const BODY: &[u8] = &[b'x'; 512];
 
 /// The operations every contender implements.
 trait Contender: Send + Sync + 'static {
@@ -34,11 +33,16 @@ trait Contender: Send + Sync + 'static {
     fn put(&self, i: usize);
 }
 
+/// Per key, as real answers are: its own body allocation and its own ETag.
+fn bodies() -> Vec<Bytes> {
+    (0..KEYS).map(|i| Bytes::from(format!("{i:0>512}"))).collect()
+}
+
 struct Ghcache {
     cache: Cache,
     keys: Vec<CacheKey>,
-    body: Bytes,
-    etag: ETag,
+    bodies: Vec<Bytes>,
+    etags: Vec<ETag>,
 }
 
 impl Contender for Ghcache {
@@ -47,9 +51,12 @@ impl Contender for Ghcache {
     }
     fn put(&self, i: usize) {
         let key = &self.keys[i];
-        let entry = self
-            .cache
-            .new_entry(key, self.body.clone(), Some(self.etag.clone()), Origin::Upstream);
+        let entry = self.cache.new_entry(
+            key,
+            self.bodies[i].clone(),
+            Some(self.etags[i].clone()),
+            Origin::Upstream,
+        );
         self.cache.insert(key, entry);
     }
 }
@@ -57,7 +64,7 @@ impl Contender for Ghcache {
 struct Moka {
     cache: moka::sync::Cache<String, Bytes>,
     keys: Vec<String>,
-    body: Bytes,
+    bodies: Vec<Bytes>,
 }
 
 impl Contender for Moka {
@@ -65,14 +72,14 @@ impl Contender for Moka {
         self.cache.get(&self.keys[i]).is_some_and(|b| !b.is_empty())
     }
     fn put(&self, i: usize) {
-        self.cache.insert(self.keys[i].clone(), self.body.clone());
+        self.cache.insert(self.keys[i].clone(), self.bodies[i].clone());
     }
 }
 
 struct MutexMap {
     map: Mutex<HashMap<String, (Instant, Bytes)>>,
     keys: Vec<String>,
-    body: Bytes,
+    bodies: Vec<Bytes>,
 }
 
 impl Contender for MutexMap {
@@ -87,7 +94,7 @@ impl Contender for MutexMap {
         self.map
             .lock()
             .unwrap()
-            .insert(self.keys[i].clone(), (Instant::now(), self.body.clone()));
+            .insert(self.keys[i].clone(), (Instant::now(), self.bodies[i].clone()));
     }
 }
 
@@ -105,8 +112,10 @@ fn ghcache_contender() -> Arc<Ghcache> {
     let c = Ghcache {
         cache: Cache::new(config, Arc::new(SystemClock::new())),
         keys: (0..KEYS).map(|i| key_text(i).0).collect(),
-        body: Bytes::from_static(BODY),
-        etag: ETag::new("W/\"0123456789abcdef\"").unwrap(),
+        bodies: bodies(),
+        etags: (0..KEYS)
+            .map(|i| ETag::new(&format!("W/\"{i:016x}\"")).unwrap())
+            .collect(),
     };
     prefill(c)
 }
@@ -118,7 +127,7 @@ fn moka_contender() -> Arc<Moka> {
             .time_to_live(TTL)
             .build(),
         keys: (0..KEYS).map(|i| key_text(i).1).collect(),
-        body: Bytes::from_static(BODY),
+        bodies: bodies(),
     };
     prefill(c)
 }
@@ -127,7 +136,7 @@ fn mutex_map_contender() -> Arc<MutexMap> {
     let c = MutexMap {
         map: Mutex::new(HashMap::new()),
         keys: (0..KEYS).map(|i| key_text(i).1).collect(),
-        body: Bytes::from_static(BODY),
+        bodies: bodies(),
     };
     prefill(c)
 }

@@ -109,13 +109,13 @@ fn async_follower_is_woken() {
                 loom::future::block_on(async {
                     loop {
                         match c.begin(&key(1)) {
-                            Begin::Fresh(e) => return e.body,
+                            Begin::Fresh(e) => return e.body.clone(),
                             Begin::Lead(leader) => {
                                 let result = fetched(&c, &key(1), "v");
-                                return leader.complete(result).unwrap().entry.body;
+                                return leader.complete(result).unwrap().entry.body.clone();
                             }
                             Begin::Follow(follower) => match follower.await {
-                                FlightOutcome::Done(result) => return result.unwrap().body,
+                                FlightOutcome::Done(result) => return result.unwrap().body.clone(),
                                 FlightOutcome::Abandoned => continue,
                             },
                         }
@@ -229,6 +229,7 @@ fn fetch_start_shutdown_and_stats_together() {
                     .unwrap()
                     .entry
                     .body
+                    .clone()
             })
         };
         let starter = {

@@ -70,14 +70,15 @@ impl Default for CacheConfig {
     }
 }
 
-/// What a lookup found.
+/// What a lookup found. Entries are shared, not copied: a hit costs one
+/// reference count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// A fresh entry: serve it.
-    Fresh(Entry),
+    Fresh(StdArc<Entry>),
     /// A stale entry: revalidate (its ETag makes the request free when
     /// unchanged) or serve it when GitHub cannot be asked.
-    Stale(Entry),
+    Stale(StdArc<Entry>),
     /// Nothing usable.
     Miss,
 }
@@ -93,7 +94,7 @@ pub(crate) struct FlightRecord {
 /// One lock's worth of the cache. Everything here is guarded by the shard's
 /// mutex; every method takes `&mut self`, so it runs with the lock held.
 pub(crate) struct Shard {
-    entries: Lru<Entry>,
+    entries: Lru<StdArc<Entry>>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -145,7 +146,7 @@ impl Shard {
 
     /// Stores `entry` under `key`, evicting from the cold end to stay within
     /// the bounds. Returns whether it was stored.
-    pub(crate) fn insert(&mut self, key: &CacheKey, entry: Entry) -> bool {
+    pub(crate) fn insert(&mut self, key: &CacheKey, entry: StdArc<Entry>) -> bool {
         let weight = entry.weight(key);
         if weight > self.max_bytes {
             // Refused; an older answer for the same key is outdated now.
@@ -171,7 +172,7 @@ impl Shard {
     }
 
     /// Removes `key`'s entry (uncounted; the caller counts why).
-    fn remove_entry(&mut self, key: &CacheKey) -> Option<Entry> {
+    fn remove_entry(&mut self, key: &CacheKey) -> Option<StdArc<Entry>> {
         let old = self.entries.remove(key)?;
         self.bytes -= old.weight(key);
         Some(old)
@@ -305,7 +306,7 @@ impl Cache {
         if from_peer {
             shard.counters.record(Event::PeerHit);
         }
-        shard.insert(key, entry)
+        shard.insert(key, StdArc::new(entry))
     }
 
     /// Drops `key`'s entry; a fetch of it in progress will not be stored.

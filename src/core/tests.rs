@@ -48,7 +48,7 @@ fn lookup_goes_fresh_then_stale_then_expires() {
     assert!(matches!(cache.lookup(&k), Lookup::Fresh(e) if e.body == "a"));
     clock.advance(Operation::Repo.default_ttl());
     match cache.lookup(&k) {
-        Lookup::Stale(e) => assert_eq!(e.etag.unwrap().as_str(), "\"v1\""),
+        Lookup::Stale(e) => assert_eq!(e.etag.as_ref().unwrap().as_str(), "\"v1\""),
         other => panic!("expected stale, got {other:?}"),
     }
     clock.advance(Duration::from_secs(100));
