@@ -79,7 +79,11 @@ mod daemon {
                 return 1;
             }
         };
-        runtime.block_on(run(config))
+        let code = runtime.block_on(run(config));
+        // Idle blocking-pool threads and connection tasks need not be
+        // waited for: the store is already flushed and closed.
+        runtime.shutdown_timeout(Duration::from_millis(500));
+        code
     }
 
     fn init_logs(json: bool) {
@@ -105,6 +109,14 @@ mod daemon {
         if config.p2p {
             tracing::info!("P2P is not implemented yet; running local-only (pass --no-p2p to silence this)");
         }
+        // Before anything can tell systemd we are ready.
+        let mut signals = match shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return 1;
+            }
+        };
         let clock = std::sync::Arc::new(DaemonClock::new());
         let node = match Node::init(config.cache.clone(), LifecycleConfig::disabled(), clock.clone()) {
             Ok(node) => node,
@@ -132,8 +144,8 @@ mod daemon {
                 return 1;
             }
         };
-        shutdown::notify("READY=1");
-        let signal = shutdown::signal().await;
+        shutdown::notify(&format!("READY=1\nSTATUS=listening on {}", running.addr));
+        let signal = signals.recv().await;
         tracing::info!(signal, "shutting down");
         shutdown::notify("STOPPING=1");
         // Drain 6 s + flush 3 s stays within systemd's and our 10 s.

@@ -1,25 +1,37 @@
 //! Signals and systemd readiness.
 //!
-//! [`signal`] resolves on the first SIGTERM or SIGINT. [`notify`] sends an
+//! [`Signals::install`] takes over SIGTERM and SIGINT (do it before telling
+//! systemd `READY=1`: a SIGTERM that arrives earlier would otherwise kill the
+//! process without a clean stop); [`Signals::recv`] resolves on the first. [`notify`] sends an
 //! `sd_notify` datagram (`READY=1`, `STOPPING=1`, ...) to `$NOTIFY_SOCKET`
 //! when systemd set one; it is a single `sendto` on a Unix datagram socket,
 //! written here rather than pulled in as a crate.
 
 use std::os::unix::net::UnixDatagram;
 
-/// Waits for SIGTERM or SIGINT; returns the signal's name.
-pub async fn signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// SIGTERM and SIGINT handlers, installed.
+#[derive(Debug)]
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (needs a tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; returns the signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }
