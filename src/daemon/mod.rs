@@ -143,7 +143,15 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config, metrics.clone())?;
         let store = if config.store {
-            let (store, loaded) = Store::open(&config.store_path(), config.cache.max_entries).map_err(|e| e.to_string())?;
+            let bounds = store::Bounds {
+                max_entries: config.cache.max_entries,
+                max_bytes: config.cache.max_bytes as u64,
+            };
+            // Past TTL + grace: not worth keeping.
+            let now_unix_ms = clock.to_unix_ms(clock.now());
+            let grace_ms = config.cache.stale_grace.as_millis() as u64;
+            let keep = |e: &StoredEntry| e.fetched_unix_ms.saturating_add(e.ttl.as_millis() as u64).saturating_add(grace_ms) > now_unix_ms;
+            let (store, loaded) = Store::open(&config.store_path(), bounds, &keep).map_err(|e| e.to_string())?;
             let n = loaded.len();
             let mut kept = 0;
             for (key, stored) in loaded {

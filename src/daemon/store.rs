@@ -13,8 +13,9 @@
 //! - **Crash safety**: redb commits are atomic; `kill -9` loses at most the
 //!   ops still queued or in the uncommitted batch, and never corrupts the
 //!   file.
-//! - **Bounded**: after a commit that leaves more than `max_entries` records,
-//!   the oldest (by fetch time) are removed down to 90 % of the bound.
+//! - **Bounded**: after a commit that leaves more than [`Bounds`] allow
+//!   (records, or bytes of keys and records), the oldest (by fetch time) are
+//!   removed down to 90 % of the bounds. Expired records are dropped at load.
 //! - **Loading**: [`Store::open`] reads every record; one that does not
 //!   decode (bad magic, checksum, length, key) is skipped, counted, logged
 //!   and deleted, never fatal. Entries come back with
@@ -221,6 +222,16 @@ pub struct StoreStatsSnapshot {
     pub errors: u64,
 }
 
+/// How much the store may hold: records, and bytes of keys plus records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most records.
+    pub max_entries: usize,
+    /// Most bytes (keys and encoded records; the file itself adds redb's
+    /// page overhead).
+    pub max_bytes: u64,
+}
+
 /// The handle the daemon writes through (see the module docs).
 #[derive(Debug)]
 pub struct Store {
@@ -244,18 +255,22 @@ impl Store {
     /// Opens (or creates) the store at `path`, reads every good record,
     /// and starts the writer thread. Blocking: call from a blocking context
     /// or at start-up.
-    pub fn open(path: &Path, max_entries: usize) -> Result<(Store, Vec<(CacheKey, StoredEntry)>), OpenError> {
+    pub fn open(
+        path: &Path,
+        bounds: Bounds,
+        keep: &dyn Fn(&StoredEntry) -> bool,
+    ) -> Result<(Store, Vec<(CacheKey, StoredEntry)>), OpenError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| OpenError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let db = Database::create(path).map_err(|e| OpenError(format!("cannot open store {}: {e}", path.display())))?;
         let stats = Arc::new(StoreStats::default());
-        let loaded = load(&db, &stats, max_entries).map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
+        let (loaded, bytes) = load(&db, &stats, bounds, keep).map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("ghcache-store".into())
-            .spawn(move || writer(db, rx, writer_stats, max_entries.max(1)))
+            .spawn(move || writer(Writer { db, bounds, bytes }, rx, writer_stats))
             .map_err(|e| OpenError(format!("cannot start the store writer: {e}")))?;
         Ok((Store { tx, stats }, loaded))
     }
@@ -314,53 +329,86 @@ impl Store {
 
 type StoreResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn load(db: &Database, stats: &StoreStats, max_entries: usize) -> StoreResult<Vec<(CacheKey, StoredEntry)>> {
-    let mut good = Vec::new();
-    let mut bad: Vec<Vec<u8>> = Vec::new();
+/// Reads every record: corrupt ones and those `keep` rejects (expired) are
+/// deleted, then the oldest beyond the bounds. Returns the rest, newest
+/// first, and their total size in bytes.
+fn load(
+    db: &Database,
+    stats: &StoreStats,
+    bounds: Bounds,
+    keep: &dyn Fn(&StoredEntry) -> bool,
+) -> StoreResult<(Vec<(CacheKey, StoredEntry)>, u64)> {
+    let mut good: Vec<(CacheKey, StoredEntry, u64)> = Vec::new();
+    let mut doomed: Vec<Vec<u8>> = Vec::new();
     {
         let read = db.begin_read()?;
         let table = match read.open_table(TABLE) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(good),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e.into()),
         };
         for item in table.iter()? {
             let (k, v) = item?;
             let key = std::str::from_utf8(k.value()).ok().and_then(|s| CacheKey::parse(s).ok());
-            match (key, decode_record(v.value())) {
-                (Some(key), Ok(entry)) => good.push((key, entry)),
-                (key, result) => {
-                    let why = match (&key, result) {
-                        (None, _) => "bad key".to_string(),
-                        (_, Err(e)) => e.to_string(),
-                        _ => unreachable!(),
+            let record = decode_record(v.value());
+            match (key, record) {
+                (Some(key), Ok(entry)) => {
+                    if keep(&entry) {
+                        let size = (k.value().len() + v.value().len()) as u64;
+                        good.push((key, entry, size));
+                    } else {
+                        doomed.push(k.value().to_vec());
+                    }
+                }
+                (key, record) => {
+                    let why = match record {
+                        Err(e) => e.to_string(),
+                        Ok(_) if key.is_none() => "key is not a canonical cache key".to_string(),
+                        Ok(_) => unreachable!("a good key and record are kept"),
                     };
                     tracing::warn!(key = %String::from_utf8_lossy(k.value()), %why, "skipping corrupt store record");
                     stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    bad.push(k.value().to_vec());
+                    doomed.push(k.value().to_vec());
                 }
             }
         }
     }
-    // Newest first; keep the bound.
+    // Newest first; keep what fits the bounds.
     good.sort_by(|a, b| b.1.fetched_unix_ms.cmp(&a.1.fetched_unix_ms));
-    let extra: Vec<Vec<u8>> = good.iter().skip(max_entries).map(|(k, _)| k.as_str().as_bytes().to_vec()).collect();
-    good.truncate(max_entries);
-    if !bad.is_empty() || !extra.is_empty() {
+    let mut bytes = 0;
+    let mut fit = 0;
+    for (_, _, size) in &good {
+        if fit >= bounds.max_entries || bytes + size > bounds.max_bytes {
+            break;
+        }
+        bytes += size;
+        fit += 1;
+    }
+    doomed.extend(good.drain(fit..).map(|(k, _, _)| k.as_str().as_bytes().to_vec()));
+    if !doomed.is_empty() {
         let write = db.begin_write()?;
         {
             let mut table = write.open_table(TABLE)?;
-            for k in bad.iter().chain(&extra) {
+            for k in &doomed {
                 table.remove(k.as_slice())?;
             }
         }
         write.commit()?;
     }
     stats.loaded.store(good.len() as u64, Ordering::Relaxed);
-    Ok(good)
+    Ok((good.into_iter().map(|(k, e, _)| (k, e)).collect(), bytes))
 }
 
-fn writer(db: Database, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_entries: usize) {
+/// What the writer thread owns.
+struct Writer {
+    db: Database,
+    bounds: Bounds,
+    /// Bytes of keys and records stored (exact: kept up to date from the
+    /// old values that insert and remove hand back).
+    bytes: u64,
+}
+
+fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -379,11 +427,13 @@ fn writer(db: Database, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_
                 closing = Some(ack);
             }
         }
-        match apply(&db, &mut batch, &mut acks, max_entries) {
+        let before = w.bytes;
+        match w.apply(&mut batch, &mut acks) {
             Ok(written) => {
                 stats.written.fetch_add(written, Ordering::Relaxed);
             }
             Err(e) => {
+                w.bytes = before;
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "store commit failed; batch lost");
             }
@@ -392,7 +442,7 @@ fn writer(db: Database, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_
             let _ = ack.send(());
         }
         if let Some(ack) = closing {
-            drop(db);
+            drop(w);
             rx.close();
             let _ = ack.send(());
             tracing::debug!("store closed");
@@ -402,43 +452,69 @@ fn writer(db: Database, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_
     tracing::debug!("store writer stopped");
 }
 
-fn apply(db: &Database, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<()>>, max_entries: usize) -> StoreResult<u64> {
-    let write = db.begin_write()?;
-    let mut written = 0;
-    {
-        let mut table = write.open_table(TABLE)?;
-        for op in batch.drain(..) {
-            match op {
-                Op::Put(key, entry) => {
-                    table.insert(key.as_str().as_bytes(), encode_record(&entry).as_slice())?;
-                    written += 1;
+impl Writer {
+    /// Applies a batch in one transaction; returns the records written.
+    fn apply(&mut self, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<()>>) -> StoreResult<u64> {
+        let write = self.db.begin_write()?;
+        let mut written = 0;
+        {
+            let mut table = write.open_table(TABLE)?;
+            for op in batch.drain(..) {
+                match op {
+                    Op::Put(key, entry) => {
+                        let k = key.as_str().as_bytes();
+                        let record = encode_record(&entry);
+                        self.bytes += (k.len() + record.len()) as u64;
+                        if let Some(old) = table.insert(k, record.as_slice())? {
+                            self.bytes -= (k.len() + old.value().len()) as u64;
+                        }
+                        written += 1;
+                    }
+                    Op::Delete(key) => {
+                        let k = key.as_str().as_bytes();
+                        if let Some(old) = table.remove(k)? {
+                            self.bytes -= (k.len() + old.value().len()) as u64;
+                        }
+                    }
+                    Op::DeletePrefix(prefix) => {
+                        let mut freed = 0;
+                        table.retain(|k, v| {
+                            let doomed = k.starts_with(prefix.as_bytes());
+                            if doomed {
+                                freed += (k.len() + v.len()) as u64;
+                            }
+                            !doomed
+                        })?;
+                        self.bytes -= freed;
+                    }
+                    Op::Flush(ack) | Op::Close(ack) => acks.push(ack),
                 }
-                Op::Delete(key) => {
-                    table.remove(key.as_str().as_bytes())?;
+            }
+            let len = table.len()? as usize;
+            if len > self.bounds.max_entries || self.bytes > self.bounds.max_bytes {
+                // Drop the oldest down to 90 % of both bounds.
+                let mut ages: Vec<(u64, Vec<u8>, u64)> = Vec::with_capacity(len);
+                for item in table.iter()? {
+                    let (k, v) = item?;
+                    let fetched = decode_record(v.value()).map_or(0, |e| e.fetched_unix_ms);
+                    ages.push((fetched, k.value().to_vec(), (k.value().len() + v.value().len()) as u64));
                 }
-                Op::DeletePrefix(prefix) => {
-                    table.retain(|k, _| !k.starts_with(prefix.as_bytes()))?;
+                ages.sort();
+                let (entry_target, byte_target) = (self.bounds.max_entries * 9 / 10, self.bounds.max_bytes / 10 * 9);
+                let mut count = len;
+                for (_, k, size) in &ages {
+                    if count <= entry_target && self.bytes <= byte_target {
+                        break;
+                    }
+                    table.remove(k.as_slice())?;
+                    count -= 1;
+                    self.bytes -= size;
                 }
-                Op::Flush(ack) | Op::Close(ack) => acks.push(ack),
             }
         }
-        let len = table.len()? as usize;
-        if len > max_entries {
-            let mut ages: Vec<(u64, Vec<u8>)> = Vec::with_capacity(len);
-            for item in table.iter()? {
-                let (k, v) = item?;
-                let fetched = decode_record(v.value()).map_or(0, |e| e.fetched_unix_ms);
-                ages.push((fetched, k.value().to_vec()));
-            }
-            ages.sort();
-            let target = max_entries - max_entries / 10;
-            for (_, k) in ages.iter().take(len - target) {
-                table.remove(k.as_slice())?;
-            }
-        }
+        write.commit()?;
+        Ok(written)
     }
-    write.commit()?;
-    Ok(written)
 }
 
 #[cfg(test)]
@@ -471,6 +547,48 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
+    fn bounds(max_entries: usize) -> Bounds {
+        Bounds {
+            max_entries,
+            max_bytes: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn byte_bound_and_expiry() {
+        let dir = std::env::temp_dir().join(format!("ghcache-store-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("cache.redb");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
+        let mut big = sample();
+        big.body = Bytes::from(vec![b'x'; 1000]);
+        let one = (key(0).as_str().len() + encode_record(&big).len()) as u64;
+        {
+            let (store, _) = Store::open(&path, Bounds { max_entries: 100, max_bytes: one * 10 }, &|_| true).unwrap();
+            for i in 0..20 {
+                let mut e = big.clone();
+                e.fetched_unix_ms += i as u64;
+                store.put(key(i), e);
+            }
+            rt.block_on(store.close());
+        }
+        // Within the byte bound: at most 10 records of this size.
+        let (store, loaded) = Store::open(&path, Bounds { max_entries: 100, max_bytes: one * 10 }, &|_| true).unwrap();
+        assert!(loaded.len() <= 10 && loaded.len() >= 8, "{}", loaded.len());
+        // The newest were kept.
+        assert!(loaded.iter().any(|(k, _)| *k == key(19)));
+        rt.block_on(store.close());
+        // Expired records are dropped at load (and deleted).
+        let (store, loaded) = Store::open(&path, bounds(100), &|e| e.fetched_unix_ms % 2 == 0).unwrap();
+        assert!(loaded.iter().all(|(_, e)| e.fetched_unix_ms % 2 == 0));
+        rt.block_on(store.close());
+        let (store, loaded2) = Store::open(&path, bounds(100), &|_| true).unwrap();
+        assert_eq!(loaded.len(), loaded2.len());
+        rt.block_on(store.close());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn store_persists_skips_corrupt_and_bounds() {
         let dir = std::env::temp_dir().join(format!("ghcache-store-test-{}", std::process::id()));
@@ -479,7 +597,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
         {
-            let (store, loaded) = Store::open(&path, 10).unwrap();
+            let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
             assert!(loaded.is_empty());
             for i in 0..15 {
                 let mut e = sample();
@@ -503,7 +621,7 @@ mod tests {
             }
             w.commit().unwrap();
         }
-        let (store, loaded) = Store::open(&path, 10).unwrap();
+        let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
         assert_eq!(store.stats().corrupt, 2);
         // Pruned to 9 after the 15 puts, one of which is now corrupt.
         assert_eq!(loaded.len(), 8, "{:?}", loaded.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
