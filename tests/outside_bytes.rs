@@ -19,11 +19,13 @@ fn app() -> App {
     // GitHub is a closed local port with a short timeout: a tool call that
     // gets through validation fails fast, and never leaves the machine.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut config = Config::default();
-    config.github_api_url = format!("http://{closed}");
-    config.store = false;
-    config.upstream_retries = 0;
-    config.upstream_timeout = Duration::from_millis(200);
+    let config = Config {
+        github_api_url: format!("http://{closed}"),
+        store: false,
+        upstream_retries: 0,
+        upstream_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
     let clock = std::sync::Arc::new(DaemonClock::new());
     let cache = Cache::new(config.cache.clone(), clock.clone());
     App::new(config, cache, clock).unwrap()

@@ -374,7 +374,7 @@ fn load(
         }
     }
     // Newest first; keep what fits the bounds.
-    good.sort_by(|a, b| b.1.fetched_unix_ms.cmp(&a.1.fetched_unix_ms));
+    good.sort_by_key(|g| std::cmp::Reverse(g.1.fetched_unix_ms));
     let mut bytes = 0;
     let mut fit = 0;
     for (_, _, size) in &good {

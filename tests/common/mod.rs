@@ -19,7 +19,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use ghcache::core::Cache;
-use ghcache::daemon::config::Config;
+use ghcache::daemon::config::{Config, Secret};
 use ghcache::daemon::{spawn, App, DaemonClock, Running};
 
 #[derive(Default)]
@@ -141,16 +141,17 @@ pub struct Daemon {
 }
 
 pub fn test_config(github: &FakeGithub) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.github_api_url = github.url();
-    config.github_token.0 = Some("test-token".into());
-    config.store = false;
-    config.upstream_retries = 1;
-    config.retry_base = Duration::from_millis(10);
-    config.upstream_timeout = Duration::from_secs(3);
-    config.max_body_bytes = 64 * 1024;
-    config
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        github_api_url: github.url(),
+        github_token: Secret(Some("test-token".into())),
+        store: false,
+        upstream_retries: 1,
+        retry_base: Duration::from_millis(10),
+        upstream_timeout: Duration::from_secs(3),
+        max_body_bytes: 64 * 1024,
+        ..Config::default()
+    }
 }
 
 impl Daemon {
