@@ -51,24 +51,46 @@ async fn quota_exhausted_serves_stale_without_calling_github() {
     let d = Daemon::start(test_config(&gh)).await;
     gh.state.remaining.store(1, Ordering::SeqCst);
     assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
-    // GitHub now reports the quota spent.
+    assert_eq!(d.mode("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 1})).await, "miss");
+    // GitHub now answers 403 with the quota spent: the first stale read
+    // learns it (one request) and serves stale.
     gh.state.remaining.store(0, Ordering::SeqCst);
-    let v = d.call("gh_api", json!({"path": "/other"})).await;
-    assert_eq!(v["error"]["code"], -32000, "{v}");
-    let before = gh.requests();
     d.clock.advance(REPO_TTL);
     let v = d.call("gh_get_repo", json!({"repo": "o/r"})).await;
     assert_eq!(v["result"]["cache_mode"], "stale", "{v}");
-    assert_eq!(gh.requests(), before, "no upstream call while the quota is spent");
+    assert_eq!(gh.requests(), 3);
+    // From now on no upstream call until the reset.
+    let v = d.call("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 1})).await;
+    assert_eq!(v["result"]["cache_mode"], "stale", "{v}");
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "stale");
+    assert_eq!(gh.requests(), 3, "no upstream call while the quota is spent");
     // A read with nothing stale fails, still without calling GitHub.
     let v = d.call("gh_api", json!({"path": "/third"})).await;
     assert_eq!(v["error"]["code"], -32000);
     assert!(v["error"]["message"].as_str().unwrap().contains("rate limit"), "{v}");
-    assert_eq!(gh.requests(), before);
+    assert_eq!(gh.requests(), 3);
+    // The proxy answers like GitHub would.
+    let r = d.client.get(d.url("/github/fourth")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(gh.requests(), 3);
     let stats = d.stats().await;
-    assert_eq!(stats["stale_served"], 1);
+    assert_eq!(stats["stale_served"], 3);
     assert_eq!(stats["rate_limit"]["exhausted"], true);
     assert_eq!(stats["rate_limit"]["remaining"], 0);
+}
+
+#[tokio::test]
+async fn secondary_rate_limit_pauses_requests() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
+    gh.state.retry_after.store(60, Ordering::SeqCst);
+    d.clock.advance(REPO_TTL);
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "stale");
+    let v = d.call("gh_api", json!({"path": "/x"})).await;
+    assert_eq!(v["error"]["code"], -32000);
+    assert_eq!(gh.requests(), 2, "paused after the retry-after answer");
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ impl Request {
 }
 
 /// Why a fetch failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The quota is spent: nothing was sent. Unix seconds of the reset.
     RateLimited {
@@ -128,6 +128,8 @@ pub struct RateLimit {
     remaining: AtomicU64,
     used: AtomicU64,
     reset: AtomicU64,
+    /// A secondary limit's `retry-after`, as a Unix time (0: none).
+    pause_until: AtomicU64,
 }
 
 /// A copy of [`RateLimit`].
@@ -152,10 +154,11 @@ impl RateLimit {
             remaining: AtomicU64::new(u64::MAX),
             used: AtomicU64::new(u64::MAX),
             reset: AtomicU64::new(u64::MAX),
+            pause_until: AtomicU64::new(0),
         }
     }
 
-    fn observe(&self, headers: &reqwest::header::HeaderMap) {
+    fn observe(&self, status: u16, headers: &reqwest::header::HeaderMap) {
         let num = |name: &str| {
             headers
                 .get(name)
@@ -176,13 +179,23 @@ impl RateLimit {
         if let Some(v) = num("x-ratelimit-remaining") {
             self.remaining.store(v, Ordering::SeqCst);
         }
+        // Secondary rate limits: 403/429 with retry-after (seconds).
+        if status == 403 || status == 429 {
+            if let Some(secs) = num("retry-after") {
+                self.pause_until.fetch_max(unix_now() + secs.min(3600), Ordering::SeqCst);
+            }
+        }
     }
 
-    /// The reset time, while the quota is spent and the reset is ahead.
+    /// When requests may be sent again, while they may not: the quota is
+    /// spent and its reset is ahead, or a secondary limit's pause runs.
     fn blocked_until(&self, now_unix: u64) -> Option<u64> {
         let remaining = self.remaining.load(Ordering::SeqCst);
         let reset = self.reset.load(Ordering::SeqCst);
-        (remaining == 0 && reset != u64::MAX && now_unix < reset).then_some(reset)
+        let pause = self.pause_until.load(Ordering::SeqCst);
+        let quota = (remaining == 0 && reset != u64::MAX && now_unix < reset).then_some(reset);
+        let paused = (now_unix < pause).then_some(pause);
+        quota.max(paused)
     }
 
     /// A copy, for tools and metrics.
@@ -368,7 +381,20 @@ impl Upstream {
             };
             if !retryable || attempt >= self.retries {
                 return match result {
-                    Ok(a) if a.status >= 500 || a.status == 401 || a.status == 403 || a.status == 429 => {
+                    // A 403/429 that spent the quota (or asked for a pause)
+                    // is a rate limit: the caller may serve stale.
+                    Ok(a) if a.status == 403 || a.status == 429 => {
+                        let kind = match self.rate.blocked_until(unix_now()) {
+                            Some(reset) => ErrorKind::RateLimited { reset },
+                            None => ErrorKind::Status(a.status),
+                        };
+                        let message = match kind {
+                            ErrorKind::RateLimited { reset } => format!("GitHub rate limit hit ({}) for {path}; no request until {reset} (unix)", a.status),
+                            _ => format!("GitHub answered {} for {path}", a.status),
+                        };
+                        Err(UpstreamError { kind, message, body: a.body })
+                    }
+                    Ok(a) if a.status >= 500 || a.status == 401 => {
                         Err(UpstreamError {
                             kind: ErrorKind::Status(a.status),
                             message: format!("GitHub answered {} for {path}", a.status),
@@ -406,7 +432,7 @@ impl Upstream {
             }
         };
         let status = response.status().as_u16();
-        self.rate.observe(response.headers());
+        self.rate.observe(status, response.headers());
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let etag = header("etag").and_then(|t| ETag::new(&t));
         let next = header("link").and_then(|l| next_link(&l));

@@ -33,6 +33,8 @@ pub struct Fake {
     pub delay_ms: AtomicU64,
     pub version: AtomicU64,
     pub saw_token: AtomicBool,
+    /// When non-zero: answer 403 with this `retry-after` (secondary limit).
+    pub retry_after: AtomicU64,
 }
 
 pub struct FakeGithub {
@@ -85,6 +87,12 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     rate.insert("x-ratelimit-reset", HeaderValue::from(reset_in_an_hour()));
     if fake.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, rate, "{\"message\":\"down\"}").into_response();
+    }
+    let retry_after = fake.retry_after.load(Ordering::SeqCst);
+    if retry_after > 0 {
+        let mut r = (StatusCode::FORBIDDEN, rate, "{\"message\":\"You have exceeded a secondary rate limit\"}").into_response();
+        r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
+        return r;
     }
     if remaining == 0 {
         return (StatusCode::FORBIDDEN, rate, "{\"message\":\"API rate limit exceeded\"}").into_response();
