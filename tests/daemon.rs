@@ -344,3 +344,24 @@ async fn mcp_endpoint_speaks_streamable_http() {
     let r = post(big, None).await.unwrap();
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test]
+async fn a_cancelled_leader_releases_its_followers() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    gh.state.delay_ms.store(400, Ordering::SeqCst);
+    let (key, req) = ghcache::daemon::tools::api_read("/slow", vec![]).unwrap();
+    let app = d.running.app.clone();
+    let (k, r) = (key.clone(), req.clone());
+    let leader = tokio::spawn(async move { app.read(&k, &r).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let app = d.running.app.clone();
+    let follower = tokio::spawn(async move { app.read(&key, &req).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leader.abort(); // a client that went away mid-fetch
+    let served = tokio::time::timeout(Duration::from_secs(5), follower).await.expect("follower released").unwrap().unwrap();
+    assert_eq!(served.mode, ghcache::core::CacheMode::Miss, "the follower led a new fetch");
+    let stats = d.stats().await;
+    assert_eq!(stats["abandoned_flights"], 1);
+    assert_eq!(stats["in_flight"], 0);
+}
