@@ -89,13 +89,17 @@ mod daemon {
     fn init_logs(json: bool) {
         use tracing_subscriber::EnvFilter;
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        // journald adds its own timestamps and has no colours.
+        use std::io::IsTerminal;
+        // journald adds its own timestamps; colours only on a terminal.
         let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
         if json {
             builder.json().init();
         } else if journald {
-            builder.with_ansi(false).without_time().init();
+            builder.without_time().init();
         } else {
             builder.init();
         }
