@@ -199,8 +199,8 @@ pub struct FlightLeader {
 
 impl FlightLeader {
     /// The stale entry found, if any: send its ETag as `If-None-Match`.
-    pub fn stale(&self) -> Option<&Entry> {
-        self.stale.as_deref()
+    pub fn stale(&self) -> Option<&StdArc<Entry>> {
+        self.stale.as_ref()
     }
 
     /// The key being fetched.
@@ -357,7 +357,7 @@ impl Cache {
                     FlightOutcome::Abandoned => continue,
                 },
                 Begin::Lead(leader) => {
-                    let result = fetch(leader.stale());
+                    let result = fetch(leader.stale().map(|e| &**e));
                     return leader.complete(result);
                 }
             }
