@@ -199,7 +199,7 @@ impl App {
         }
     }
 
-    fn serve_stale(&self, key: &CacheKey, stale: Entry) -> Served {
+    fn serve_stale(&self, key: &CacheKey, stale: Arc<Entry>) -> Served {
         self.cache.record(key, Event::StaleServed);
         Served {
             entry: stale,
@@ -250,7 +250,7 @@ impl App {
                 }
                 Begin::Lead(leader) => {
                     let stale = leader.stale().cloned();
-                    let fetched = self.upstream.fetch(&self.cache, key, req, stale.as_ref()).await;
+                    let fetched = self.upstream.fetch(&self.cache, key, req, stale.as_deref()).await;
                     return match leader.complete(fetched) {
                         Ok(served) => {
                             self.persist(key, &served.entry);
