@@ -365,3 +365,38 @@ async fn a_cancelled_leader_releases_its_followers() {
     assert_eq!(stats["abandoned_flights"], 1);
     assert_eq!(stats["in_flight"], 0);
 }
+
+#[tokio::test]
+async fn upstream_concurrency_is_bounded() {
+    let gh = FakeGithub::start().await;
+    let mut config = test_config(&gh);
+    config.max_concurrent_upstream = 2;
+    let d = std::sync::Arc::new(Daemon::start(config).await);
+    gh.state.delay_ms.store(150, Ordering::SeqCst);
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { d.mode("gh_get_repo", json!({"repo": format!("o/r{i}")})).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "miss");
+    }
+    assert_eq!(gh.requests(), 6);
+    assert_eq!(gh.state.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn slow_github_times_out_and_stale_is_served() {
+    let gh = FakeGithub::start().await;
+    let mut config = test_config(&gh);
+    config.upstream_timeout = Duration::from_millis(200);
+    let d = Daemon::start(config).await;
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
+    gh.state.delay_ms.store(1_000, Ordering::SeqCst);
+    d.clock.advance(REPO_TTL);
+    let started = std::time::Instant::now();
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "stale");
+    assert!(started.elapsed() < Duration::from_millis(900), "{:?}: timeout, one retry, then stale", started.elapsed());
+    assert_eq!(gh.requests(), 3, "one try plus one retry");
+}
