@@ -400,3 +400,27 @@ async fn slow_github_times_out_and_stale_is_served() {
     assert!(started.elapsed() < Duration::from_millis(900), "{:?}: timeout, one retry, then stale", started.elapsed());
     assert_eq!(gh.requests(), 3, "one try plus one retry");
 }
+
+#[tokio::test]
+async fn proxy_pagination_follows_synthesised_links() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    let mut url = Some(d.url("/github/repos/o/r/issues?per_page=100&state=open"));
+    let mut items = 0;
+    let mut pages = 0;
+    while let Some(u) = url.take() {
+        let r = d.client.get(&u).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        url = r.headers().get("link").map(|l| {
+            ghcache::daemon::upstream::next_link(l.to_str().unwrap()).unwrap_or_else(|| panic!("{l:?}"))
+        });
+        let page: Vec<Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        items += page.len();
+        pages += 1;
+        assert!(pages <= 5);
+    }
+    assert_eq!((items, pages), (250, 3));
+    // Not a list: no link.
+    let r = d.client.get(d.url("/github/repos/o/r")).send().await.unwrap();
+    assert!(r.headers().get("link").is_none());
+}
