@@ -74,6 +74,9 @@ async fn quota_exhausted_serves_stale_without_calling_github() {
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(gh.requests(), 3);
+    // Asking for the rate limit is free, so it is never gated.
+    d.call("gh_get_rate_limit", json!({})).await;
+    assert_eq!(gh.requests(), 4);
     let stats = d.stats().await;
     assert_eq!(stats["stale_served"], 3);
     assert_eq!(stats["rate_limit"]["exhausted"], true);
@@ -423,4 +426,19 @@ async fn proxy_pagination_follows_synthesised_links() {
     // Not a list: no link.
     let r = d.client.get(d.url("/github/repos/o/r")).send().await.unwrap();
     assert!(r.headers().get("link").is_none());
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    gh.state.delay_ms.store(400, Ordering::SeqCst);
+    let url = d.url("/github/repos/o/slow");
+    let client = d.client.clone();
+    let request = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = d.running.addr;
+    d.running.shutdown(Duration::from_secs(3)).await;
+    assert_eq!(request.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
