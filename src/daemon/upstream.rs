@@ -21,7 +21,7 @@
 //! never logged, and errors carry the URL path but no headers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
