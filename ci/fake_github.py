@@ -44,7 +44,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path.endswith("/actions/runners"):
             doc = {"total_count": 1, "runners": [{"id": 1, "name": "r1", "status": "online"}]}
         else:
-            doc = {"path": path, "full_name": path.removeprefix("/repos/")}
+            # About the size of a real repository answer (~6 KB).
+            doc = {"path": path, "full_name": path.removeprefix("/repos/"), "description": "x" * 6000}
         body = json.dumps(doc).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

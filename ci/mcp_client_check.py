@@ -44,7 +44,7 @@ async def high_level(url):
         names = [t.name for t in tools.tools]
         stats = structured(await client.call_tool("gh_get_cache_stats", {}))
         repo = structured(await client.call_tool("gh_get_repo", {"repo": "octo/hello"}))
-        check(names, stats, repo, "mcp.Client")
+        check(names, stats, repo, f"mcp.Client (protocol {client.protocol_version})")
 
 
 async def classic(url):

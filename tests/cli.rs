@@ -113,7 +113,7 @@ fn example_config_is_valid() {
 /// Starts the binary with `args` and a fresh notify socket in `dir`,
 /// waits for READY=1; returns the child (stderr piped), its port and the
 /// socket (for STOPPING=1).
-fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, u16, UnixDatagram) {
+fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixDatagram) {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let sock_path = dir.join(format!("notify-{nanos}.sock"));
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -137,7 +137,32 @@ fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, u
     let ready = std::str::from_utf8(&buf[..n]).unwrap();
     let addr = ready.strip_prefix("READY=1\nSTATUS=listening on ").unwrap_or_else(|| panic!("{ready:?}"));
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    (child, port, sock)
+    (KillOnDrop(child), port, sock)
+}
+
+/// A daemon process that a failing test does not leave behind.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 #[test]

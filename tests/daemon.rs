@@ -74,6 +74,9 @@ async fn quota_exhausted_serves_stale_without_calling_github() {
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(gh.requests(), 3);
+    // Asking for the rate limit is free, so it is never gated.
+    d.call("gh_get_rate_limit", json!({})).await;
+    assert_eq!(gh.requests(), 4);
     let stats = d.stats().await;
     assert_eq!(stats["stale_served"], 3);
     assert_eq!(stats["rate_limit"]["exhausted"], true);
@@ -364,4 +367,78 @@ async fn a_cancelled_leader_releases_its_followers() {
     let stats = d.stats().await;
     assert_eq!(stats["abandoned_flights"], 1);
     assert_eq!(stats["in_flight"], 0);
+}
+
+#[tokio::test]
+async fn upstream_concurrency_is_bounded() {
+    let gh = FakeGithub::start().await;
+    let mut config = test_config(&gh);
+    config.max_concurrent_upstream = 2;
+    let d = std::sync::Arc::new(Daemon::start(config).await);
+    gh.state.delay_ms.store(150, Ordering::SeqCst);
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { d.mode("gh_get_repo", json!({"repo": format!("o/r{i}")})).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "miss");
+    }
+    assert_eq!(gh.requests(), 6);
+    assert_eq!(gh.state.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn slow_github_times_out_and_stale_is_served() {
+    let gh = FakeGithub::start().await;
+    let mut config = test_config(&gh);
+    config.upstream_timeout = Duration::from_millis(200);
+    let d = Daemon::start(config).await;
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
+    gh.state.delay_ms.store(1_000, Ordering::SeqCst);
+    d.clock.advance(REPO_TTL);
+    let started = std::time::Instant::now();
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "stale");
+    assert!(started.elapsed() < Duration::from_millis(900), "{:?}: timeout, one retry, then stale", started.elapsed());
+    assert_eq!(gh.requests(), 3, "one try plus one retry");
+}
+
+#[tokio::test]
+async fn proxy_pagination_follows_synthesised_links() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    let mut url = Some(d.url("/github/repos/o/r/issues?per_page=100&state=open"));
+    let mut items = 0;
+    let mut pages = 0;
+    while let Some(u) = url.take() {
+        let r = d.client.get(&u).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        url = r.headers().get("link").map(|l| {
+            ghcache::daemon::upstream::next_link(l.to_str().unwrap()).unwrap_or_else(|| panic!("{l:?}"))
+        });
+        let page: Vec<Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        items += page.len();
+        pages += 1;
+        assert!(pages <= 5);
+    }
+    assert_eq!((items, pages), (250, 3));
+    // Not a list: no link.
+    let r = d.client.get(d.url("/github/repos/o/r")).send().await.unwrap();
+    assert!(r.headers().get("link").is_none());
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let gh = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&gh)).await;
+    gh.state.delay_ms.store(400, Ordering::SeqCst);
+    let url = d.url("/github/repos/o/slow");
+    let client = d.client.clone();
+    let request = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = d.running.addr;
+    d.running.shutdown(Duration::from_secs(3)).await;
+    assert_eq!(request.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

@@ -151,7 +151,16 @@ async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
         Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.message),
     };
     match app.read(&key, &req).await {
-        Ok(served) => answer(&served, &headers, method == Method::HEAD),
+        Ok(served) => {
+            let mut r = answer(&served, &headers, method == Method::HEAD);
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            if let Some(link) = host.and_then(|host| next_page_link(host, &req.path, &req.query, &served)) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    r.headers_mut().insert(header::LINK, v);
+                }
+            }
+            r
+        }
         Err(e) => {
             let (status, body) = match upstream_error(&e) {
                 Some(u) if !u.body.is_empty() => (u.http_status(), u.body.clone()),
@@ -170,6 +179,36 @@ async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             r
         }
     }
+}
+
+/// A `Link: <...>; rel="next"` for a full page of a JSON-array list.
+///
+/// Entries keep status, body and ETag only, not GitHub's headers, so the
+/// proxy cannot repeat GitHub's own `Link`. For page-numbered lists (most of
+/// the REST API) it synthesises `next` instead: a page holding `per_page`
+/// items (GitHub's default 30) points at `page + 1` through the proxy. At
+/// worst a client asks for one empty page at the end. Cursor-paginated and
+/// object-wrapped lists get no link.
+pub fn next_page_link(host: &str, path: &str, query: &[(String, String)], served: &Served) -> Option<String> {
+    if served.entry.status != 200 || !served.entry.body.starts_with(b"[") {
+        return None;
+    }
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let per_page: usize = param("per_page").map_or(Some(30), |v| v.parse().ok())?;
+    let page: usize = param("page").map_or(Some(1), |v| v.parse().ok())?;
+    if per_page == 0 || query.iter().any(|(k, _)| k == "after" || k == "before" || k == "cursor") {
+        return None;
+    }
+    let items: Vec<serde::de::IgnoredAny> = serde_json::from_slice(&served.entry.body).ok()?;
+    if items.len() < per_page {
+        return None;
+    }
+    let mut next: Vec<(String, String)> = query.iter().filter(|(k, _)| k != "page").cloned().collect();
+    next.push(("page".into(), (page + 1).to_string()));
+    Some(format!(
+        "<http://{host}/github{path}?{}>; rel=\"next\"",
+        super::upstream::encode_query(&next)
+    ))
 }
 
 fn answer(served: &Served, request_headers: &HeaderMap, head: bool) -> Response {

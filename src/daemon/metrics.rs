@@ -7,7 +7,7 @@
 //! plain atomics: no lock at all.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use crate::core::{CacheMode, StatsSnapshot};
 

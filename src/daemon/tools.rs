@@ -137,27 +137,30 @@ pub fn list() -> Value {
 }
 
 struct Args<'a> {
-    map: &'a Map<String, Value>,
+    map: Option<&'a Map<String, Value>>,
     allowed: &'static [&'static str],
 }
 
 impl<'a> Args<'a> {
     fn new(args: Option<&'a Value>, allowed: &'static [&'static str]) -> Result<Args<'a>, RpcError> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
         let map = match args {
-            None | Some(Value::Null) => EMPTY.get_or_init(Map::new),
-            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
             Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
         };
-        if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        if let Some(k) = map.into_iter().flat_map(|m| m.keys()).find(|k| !allowed.contains(&k.as_str())) {
             return Err(RpcError::invalid_params(format!("unknown argument `{k}`")));
         }
         Ok(Args { map, allowed })
     }
 
-    fn str_opt(&self, name: &str) -> Result<Option<&'a str>, RpcError> {
+    fn get(&self, name: &str) -> Option<&'a Value> {
         debug_assert!(self.allowed.contains(&name));
-        match self.map.get(name) {
+        self.map.and_then(|m| m.get(name))
+    }
+
+    fn str_opt(&self, name: &str) -> Result<Option<&'a str>, RpcError> {
+        match self.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(RpcError::invalid_params(format!("`{name}` must be a string"))),
@@ -170,7 +173,7 @@ impl<'a> Args<'a> {
     }
 
     fn limit(&self) -> Result<usize, RpcError> {
-        match self.map.get("limit") {
+        match self.get("limit") {
             None | Some(Value::Null) => Ok(30),
             Some(v) => v
                 .as_u64()
@@ -297,7 +300,7 @@ impl ToolCall {
             "gh_api" => {
                 let a = Args::new(arguments, &["path", "query"])?;
                 let path = a.str("path")?;
-                let query = match a.map.get("query") {
+                let query = match a.get("query") {
                     None | Some(Value::Null) => Vec::new(),
                     Some(Value::Object(q)) => q
                         .iter()
@@ -339,7 +342,7 @@ impl ToolCall {
             "gh_get_workflow_run" => {
                 let a = Args::new(arguments, &["repo", "run_id"])?;
                 let repo = repo_arg(&a)?;
-                let id = match a.map.get("run_id") {
+                let id = match a.get("run_id") {
                     Some(Value::Number(n)) => n.as_u64(),
                     Some(Value::String(s)) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
                     None => return Err(RpcError::invalid_params("missing required argument `run_id`")),

@@ -21,7 +21,7 @@
 //! never logged, and errors carry the URL path but no headers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -365,8 +365,10 @@ impl Upstream {
     async fn send(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
         let path = url.strip_prefix(&self.base).unwrap_or(url).to_string();
         let mut attempt = 0;
+        // Asking for the rate limit itself costs no quota: never gated.
+        let free = path.starts_with("/rate_limit");
         loop {
-            if let Some(reset) = self.rate.blocked_until(unix_now()) {
+            if let Some(reset) = self.rate.blocked_until(unix_now()).filter(|_| !free) {
                 self.metrics.upstream_skipped_rate_limited();
                 return Err(UpstreamError {
                     kind: ErrorKind::RateLimited { reset },

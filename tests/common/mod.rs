@@ -35,6 +35,9 @@ pub struct Fake {
     pub saw_token: AtomicBool,
     /// When non-zero: answer 403 with this `retry-after` (secondary limit).
     pub retry_after: AtomicU64,
+    /// Requests being answered now, and the most at once.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
 }
 
 pub struct FakeGithub {
@@ -70,10 +73,13 @@ fn reset_in_an_hour() -> u64 {
 
 async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     fake.requests.fetch_add(1, Ordering::SeqCst);
+    let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    fake.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let delay = fake.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    fake.in_flight.fetch_sub(1, Ordering::SeqCst);
     let headers = req.headers().clone();
     if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer test-token") {
         fake.saw_token.store(true, Ordering::SeqCst);
