@@ -107,7 +107,9 @@ mod daemon {
 
     async fn run(config: Config) -> i32 {
         match config.token_source {
-            TokenSource::None => tracing::warn!("no GitHub token (GITHUB_TOKEN, GH_TOKEN or `gh auth token`): unauthenticated, 60 requests an hour"),
+            TokenSource::None => tracing::warn!(
+                "no GitHub token (GITHUB_TOKEN, GH_TOKEN or `gh auth token`): unauthenticated, 60 requests an hour"
+            ),
             source => tracing::info!(?source, "GitHub token found"),
         }
         if config.p2p {
@@ -121,7 +123,7 @@ mod daemon {
                 return 1;
             }
         };
-        let clock = std::sync::Arc::new(DaemonClock::new());
+        let clock = ghcache::sync::StdArc::new(DaemonClock::new());
         let node = match Node::init(config.cache.clone(), LifecycleConfig::disabled(), clock.clone()) {
             Ok(node) => node,
             Err(e) => {

@@ -36,7 +36,7 @@ pub(crate) use std::sync::{
 /// model: immutable values (key text, ETags, error messages) and trait
 /// objects (`dyn Clock`, `dyn P2pHost`) whose own synchronisation, if any,
 /// goes through this facade. (loom's `Arc` cannot hold unsized values.)
-pub(crate) use std::sync::Arc as StdArc;
+pub use std::sync::Arc as StdArc;
 
 /// Locks `mutex`, ignoring poisoning (see the module docs).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

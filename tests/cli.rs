@@ -11,12 +11,18 @@ use std::time::{Duration, Instant};
 
 fn ghcache() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ghcache"));
-    c.env("GITHUB_TOKEN", "test-token").env_remove("NOTIFY_SOCKET").env_remove("GHCACHE_MCP_TOKEN");
+    c.env("GITHUB_TOKEN", "test-token")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("GHCACHE_MCP_TOKEN");
     c
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -28,7 +34,10 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn bad_config_is_one_line_naming_the_key_and_exit_2() {
-    let out = ghcache().args(["daemon", "--listen", "not-an-address"]).output().unwrap();
+    let out = ghcache()
+        .args(["daemon", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -57,7 +66,11 @@ fn recv(sock: &UnixDatagram, buf: &mut [u8]) -> Option<usize> {
     while Instant::now() < deadline {
         match sock.recv(buf) {
             Ok(n) => return Some(n),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => panic!("recv: {e}"),
         }
     }
@@ -70,18 +83,37 @@ fn sigterm_stops_cleanly_within_10s_with_sd_notify() {
     let closed = free_port().to_string();
     let github = format!("http://127.0.0.1:{closed}");
     let data = dir.join("data");
-    let (mut child, port, sock) = start_daemon(&dir, &["--no-p2p", "--listen", "127.0.0.1:0", "--github-api-url", &github, "--data-dir", data.to_str().unwrap()]);
+    let (mut child, port, sock) = start_daemon(
+        &dir,
+        &[
+            "--no-p2p",
+            "--listen",
+            "127.0.0.1:0",
+            "--github-api-url",
+            &github,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     let mut buf = [0u8; 256];
     // It serves.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     use std::io::Write;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
 
     let started = Instant::now();
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let n = recv(&sock, &mut buf).expect("STOPPING=1 within 20 s");
     assert_eq!(&buf[..n], b"STOPPING=1");
@@ -89,7 +121,10 @@ fn sigterm_stops_cleanly_within_10s_with_sd_notify() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
@@ -114,7 +149,10 @@ fn example_config_is_valid() {
 /// waits for READY=1; returns the child (stderr piped), its port and the
 /// socket (for STOPPING=1).
 fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixDatagram) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let sock_path = dir.join(format!("notify-{nanos}.sock"));
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -135,7 +173,9 @@ fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixD
     };
     // The daemon bound port 0 and says where it listens.
     let ready = std::str::from_utf8(&buf[..n]).unwrap();
-    let addr = ready.strip_prefix("READY=1\nSTATUS=listening on ").unwrap_or_else(|| panic!("{ready:?}"));
+    let addr = ready
+        .strip_prefix("READY=1\nSTATUS=listening on ")
+        .unwrap_or_else(|| panic!("{ready:?}"));
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     (KillOnDrop(child), port, sock)
 }
@@ -173,11 +213,24 @@ fn kill_9_keeps_what_was_written_and_the_store_opens() {
     let dir = temp_dir("kill9");
     let data = dir.join("data");
     let url = gh.url();
-    let args = ["--no-p2p", "--listen", "127.0.0.1:0", "--github-api-url", url.as_str(), "--data-dir", data.to_str().unwrap()];
+    let args = [
+        "--no-p2p",
+        "--listen",
+        "127.0.0.1:0",
+        "--github-api-url",
+        url.as_str(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     let call = |port: u16, repo: &str| -> serde_json::Value {
         let body = serde_json::json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "gh_get_repo", "arguments": {"repo": repo}}, "id": 1});
         rt.block_on(async {
-            let r = reqwest::Client::new().post(format!("http://127.0.0.1:{port}/jsonrpc")).body(body.to_string()).send().await.unwrap();
+            let r = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/jsonrpc"))
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
             serde_json::from_str(&r.text().await.unwrap()).unwrap()
         })
     };
@@ -191,9 +244,16 @@ fn kill_9_keeps_what_was_written_and_the_store_opens() {
 
     let (mut child, port, _) = start_daemon(&dir, &args);
     let v = call(port, "o/r0");
-    assert_eq!((v["result"]["cache_mode"].as_str(), v["result"]["origin"].as_str()), (Some("hit"), Some("disk")), "{v}");
+    assert_eq!(
+        (v["result"]["cache_mode"].as_str(), v["result"]["origin"].as_str()),
+        (Some("hit"), Some("disk")),
+        "{v}"
+    );
     assert_eq!(gh.requests(), 20);
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

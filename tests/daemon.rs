@@ -42,7 +42,10 @@ async fn stale_entry_is_revalidated_with_304() {
     d.clock.advance(REPO_TTL);
     assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
     let stats = d.stats().await;
-    assert_eq!((stats["revalidations"].as_u64(), stats["api_calls"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (stats["revalidations"].as_u64(), stats["api_calls"].as_u64()),
+        (Some(1), Some(2))
+    );
 }
 
 #[tokio::test]
@@ -51,7 +54,10 @@ async fn quota_exhausted_serves_stale_without_calling_github() {
     let d = Daemon::start(test_config(&gh)).await;
     gh.state.remaining.store(1, Ordering::SeqCst);
     assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
-    assert_eq!(d.mode("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 1})).await, "miss");
+    assert_eq!(
+        d.mode("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 1})).await,
+        "miss"
+    );
     // GitHub now answers 403 with the quota spent: the first stale read
     // learns it (one request) and serves stale.
     gh.state.remaining.store(0, Ordering::SeqCst);
@@ -120,7 +126,10 @@ async fn github_unreachable_is_a_502() {
     let d1 = Daemon::start(config.clone()).await;
     assert_eq!(d1.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
     // A closed port: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     config.github_api_url = format!("http://{closed}");
     let d = Daemon::start(config).await;
     let v = d.call("gh_get_repo", json!({"repo": "o/r"})).await;
@@ -155,24 +164,47 @@ async fn jsonrpc_errors_have_standard_codes() {
     let gh = FakeGithub::start().await;
     let d = Daemon::start(test_config(&gh)).await;
     let (s, v) = d.post_raw("{not json", &[]).await;
-    assert_eq!((s, v["error"]["code"].as_i64(), v["id"].clone()), (200, Some(-32700), Value::Null));
+    assert_eq!(
+        (s, v["error"]["code"].as_i64(), v["id"].clone()),
+        (200, Some(-32700), Value::Null)
+    );
     let (_, v) = d.post_raw(r#"{"jsonrpc":"2.0","id":1}"#, &[]).await;
     assert_eq!(v["error"]["code"], -32600);
     let (_, v) = d.post_raw("[]", &[]).await;
     assert_eq!(v["error"]["code"], -32600);
     let (_, v) = d.post_raw(r#"{"jsonrpc":"2.0","method":"frob","id":2}"#, &[]).await;
     assert_eq!((v["error"]["code"].as_i64(), v["id"].as_i64()), (Some(-32601), Some(2)));
-    let (_, v) = d.post_raw(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_nope"},"id":3}"#, &[]).await;
+    let (_, v) = d
+        .post_raw(
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_nope"},"id":3}"#,
+            &[],
+        )
+        .await;
     assert_eq!(v["error"]["code"], -32601);
-    let (_, v) = d.post_raw(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_get_repo","arguments":{"repo":7}},"id":4}"#, &[]).await;
+    let (_, v) = d
+        .post_raw(
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_get_repo","arguments":{"repo":7}},"id":4}"#,
+            &[],
+        )
+        .await;
     assert_eq!(v["error"]["code"], -32602);
     // A notification gets no body; a batch gets an array.
-    let (s, v) = d.post_raw(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &[]).await;
+    let (s, v) = d
+        .post_raw(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &[])
+        .await;
     assert_eq!((s, v), (202, Value::Null));
-    let (_, v) = d.post_raw(r#"[{"jsonrpc":"2.0","method":"ping","id":1},{"jsonrpc":"2.0","method":"tools/list","id":2}]"#, &[]).await;
+    let (_, v) = d
+        .post_raw(
+            r#"[{"jsonrpc":"2.0","method":"ping","id":1},{"jsonrpc":"2.0","method":"tools/list","id":2}]"#,
+            &[],
+        )
+        .await;
     assert_eq!(v[1]["result"]["tools"].as_array().unwrap().len(), 12);
     // Oversized body.
-    let big = format!(r#"{{"jsonrpc":"2.0","method":"ping","id":1,"pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"ping","id":1,"pad":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
     let (s, _) = d.post_raw(big, &[]).await;
     assert_eq!(s, 413);
     // Foreign Origin; a local one is fine.
@@ -216,9 +248,22 @@ async fn reverse_proxy_answers_like_github() {
     let r = get("/github/repos/o/r/branches?a=1&b=2").await.unwrap();
     assert_eq!(r.headers()["x-cache-mode"], "hit");
     // The gh_api tool shares the entry.
-    assert_eq!(d.mode("gh_api", json!({"path": "/repos/o/r/branches", "query": {"a": 1, "b": "2"}})).await, "hit");
+    assert_eq!(
+        d.mode(
+            "gh_api",
+            json!({"path": "/repos/o/r/branches", "query": {"a": 1, "b": "2"}})
+        )
+        .await,
+        "hit"
+    );
     // Conditional request from the client.
-    let r = d.client.get(d.url("/github/repos/o/r/branches?a=1&b=2")).header("if-none-match", &etag).send().await.unwrap();
+    let r = d
+        .client
+        .get(d.url("/github/repos/o/r/branches?a=1&b=2"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
     // GitHub's own errors pass through.
     let r = get("/github/missing").await.unwrap();
@@ -251,7 +296,10 @@ async fn tools_cover_the_list() {
     for (name, args) in [
         ("gh_list_repos", json!({"owner": "acme", "limit": 10})),
         ("gh_list_repos", json!({})),
-        ("gh_list_workflow_runs", json!({"repo": "o/r", "status": "completed", "branch": "main"})),
+        (
+            "gh_list_workflow_runs",
+            json!({"repo": "o/r", "status": "completed", "branch": "main"}),
+        ),
         ("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 42})),
         ("gh_list_runners", json!({"org": "acme"})),
         ("gh_list_pull_requests", json!({"repo": "o/r", "state": "open"})),
@@ -262,8 +310,13 @@ async fn tools_cover_the_list() {
         assert_eq!(v["result"]["cache_mode"], "miss", "{name}: {v}");
     }
     let v = d.call("gh_get_auth_status", json!({})).await;
-    assert_eq!((v["result"]["login"].as_str(), v["result"]["cache_mode"].as_str()), (Some("tester"), Some("hit")));
-    let v = d.call("gh_get_workflow_run", json!({"repo": "o/r", "run_id": "42"})).await;
+    assert_eq!(
+        (v["result"]["login"].as_str(), v["result"]["cache_mode"].as_str()),
+        (Some("tester"), Some("hit"))
+    );
+    let v = d
+        .call("gh_get_workflow_run", json!({"repo": "o/r", "run_id": "42"}))
+        .await;
     assert_eq!(v["result"]["data"]["path"], "/repos/o/r/actions/runs/42");
     let v = d.call("gh_invalidate_cache", json!({"pattern": "repos"})).await;
     assert_eq!(v["result"]["invalidated"], 2, "{v}");
@@ -278,7 +331,15 @@ async fn metrics_and_health() {
     let d = Daemon::start(test_config(&gh)).await;
     d.mode("gh_get_repo", json!({"repo": "o/r"})).await;
     d.mode("gh_get_repo", json!({"repo": "o/r"})).await;
-    let text = d.client.get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "ghcache_hits_total 1",
         "ghcache_api_calls_total 1",
@@ -310,7 +371,11 @@ async fn restart_keeps_the_cache() {
 
     let d = Daemon::start(config).await;
     let v = d.call("gh_get_repo", json!({"repo": "o/r"})).await;
-    assert_eq!((v["result"]["cache_mode"].as_str(), v["result"]["origin"].as_str()), (Some("hit"), Some("disk")), "{v}");
+    assert_eq!(
+        (v["result"]["cache_mode"].as_str(), v["result"]["origin"].as_str()),
+        (Some("hit"), Some("disk")),
+        "{v}"
+    );
     assert_eq!(gh.requests(), 2);
     // The invalidated entry stayed gone.
     assert_eq!(d.mode("gh_api", json!({"path": "/gone"})).await, "miss");
@@ -343,7 +408,10 @@ async fn mcp_endpoint_speaks_streamable_http() {
     assert!(text.contains("\"ghcache\""), "{text}");
     let r = post(init.to_string(), Some("https://evil.example")).await.unwrap();
     assert_eq!(r.status(), 403);
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#, "x".repeat(100 * 1024));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(100 * 1024)
+    );
     let r = post(big, None).await.unwrap();
     assert_eq!(r.status(), 413);
 }
@@ -362,8 +430,16 @@ async fn a_cancelled_leader_releases_its_followers() {
     let follower = tokio::spawn(async move { app.read(&key, &req).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     leader.abort(); // a client that went away mid-fetch
-    let served = tokio::time::timeout(Duration::from_secs(5), follower).await.expect("follower released").unwrap().unwrap();
-    assert_eq!(served.mode, ghcache::core::CacheMode::Miss, "the follower led a new fetch");
+    let served = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("follower released")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        served.mode,
+        ghcache::core::CacheMode::Miss,
+        "the follower led a new fetch"
+    );
     let stats = d.stats().await;
     assert_eq!(stats["abandoned_flights"], 1);
     assert_eq!(stats["in_flight"], 0);
@@ -400,7 +476,11 @@ async fn slow_github_times_out_and_stale_is_served() {
     d.clock.advance(REPO_TTL);
     let started = std::time::Instant::now();
     assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "stale");
-    assert!(started.elapsed() < Duration::from_millis(900), "{:?}: timeout, one retry, then stale", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}: timeout, one retry, then stale",
+        started.elapsed()
+    );
     assert_eq!(gh.requests(), 3, "one try plus one retry");
 }
 
@@ -414,9 +494,10 @@ async fn proxy_pagination_follows_synthesised_links() {
     while let Some(u) = url.take() {
         let r = d.client.get(&u).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        url = r.headers().get("link").map(|l| {
-            ghcache::daemon::upstream::next_link(l.to_str().unwrap()).unwrap_or_else(|| panic!("{l:?}"))
-        });
+        url = r
+            .headers()
+            .get("link")
+            .map(|l| ghcache::daemon::upstream::next_link(l.to_str().unwrap()).unwrap_or_else(|| panic!("{l:?}")));
         let page: Vec<Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         items += page.len();
         pages += 1;
@@ -440,5 +521,8 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let addr = d.running.addr;
     d.running.shutdown(Duration::from_secs(3)).await;
     assert_eq!(request.await.unwrap().unwrap(), 200, "the in-flight request finished");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -18,7 +18,10 @@ use ghcache::daemon::{App, DaemonClock};
 fn app() -> App {
     // GitHub is a closed local port with a short timeout: a tool call that
     // gets through validation fails fast, and never leaves the machine.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = Config {
         github_api_url: format!("http://{closed}"),
         store: false,
@@ -92,7 +95,16 @@ fn rpc_like() -> impl Strategy<Value = Vec<u8>> {
         Just(json!("o/r")),
         Just(json!("/a/../b")),
     ];
-    let key = prop_oneof![Just("repo"), Just("path"), Just("org"), Just("limit"), Just("run_id"), Just("pattern"), Just("query"), Just("x")];
+    let key = prop_oneof![
+        Just("repo"),
+        Just("path"),
+        Just("org"),
+        Just("limit"),
+        Just("run_id"),
+        Just("pattern"),
+        Just("query"),
+        Just("x")
+    ];
     let random_args = proptest::collection::btree_map(key, scalar.clone(), 0..3).prop_map(|m| json!(m));
     // Half the time, arguments that pass validation for the tool.
     let tool_and_args = (tool, random_args, any::<bool>()).prop_map(|(tool, random, good)| {
@@ -111,7 +123,11 @@ fn rpc_like() -> impl Strategy<Value = Vec<u8>> {
         if let Some(id) = id {
             req["id"] = id;
         }
-        let doc = if batch { json!([req, {"jsonrpc": "2.0", "method": "ping", "id": 9}]) } else { req };
+        let doc = if batch {
+            json!([req, {"jsonrpc": "2.0", "method": "ping", "id": 9}])
+        } else {
+            req
+        };
         serde_json::to_vec(&doc).unwrap()
     })
 }
@@ -121,7 +137,11 @@ fn rpc_like() -> impl Strategy<Value = Vec<u8>> {
 fn shared() -> &'static (tokio::runtime::Runtime, App) {
     static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, App)> = std::sync::OnceLock::new();
     SHARED.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         (rt, app())
     })
 }
@@ -136,18 +156,25 @@ fn rpc_like_input_reaches_the_tools() {
     // Same generator, fixed seed: some cases must get through validation.
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(RunnerConfig::default(), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig::default(),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let mut reached = 0;
     for _ in 0..300 {
         let bytes = rpc_like().new_tree(&mut runner).unwrap().current();
         if let Some(a) = answer(&bytes) {
-            let results: Vec<&Value> = match &a { Value::Array(items) => items.iter().collect(), v => vec![v] };
+            let results: Vec<&Value> = match &a {
+                Value::Array(items) => items.iter().collect(),
+                v => vec![v],
+            };
             // A tool ran: a stats or invalidation result, or a read that failed
             // at the (closed) GitHub port after passing validation.
             reached += results
                 .iter()
                 .filter(|r| {
-                    r.get("result").is_some_and(|r| r.get("lookups").is_some() || r.get("invalidated").is_some())
+                    r.get("result")
+                        .is_some_and(|r| r.get("lookups").is_some() || r.get("invalidated").is_some())
                         || r["error"]["code"] == -32000
                 })
                 .count();

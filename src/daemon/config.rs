@@ -71,7 +71,11 @@ pub struct Secret(pub Option<String>);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Secret(***)" } else { "Secret(None)" })
+        f.write_str(if self.0.is_some() {
+            "Secret(***)"
+        } else {
+            "Secret(None)"
+        })
     }
 }
 
@@ -217,7 +221,10 @@ impl Config {
                     && s.len() > "https://".len()
                     && !s.contains(['?', '#', ' ']);
                 if !ok {
-                    return Err(bad(key, format!("expected an http(s) URL like https://api.github.com, got {s:?}")));
+                    return Err(bad(
+                        key,
+                        format!("expected an http(s) URL like https://api.github.com, got {s:?}"),
+                    ));
                 }
                 self.github_api_url = s.trim_end_matches('/').to_string();
             }
@@ -241,14 +248,26 @@ impl Config {
             "stale_grace_secs" => self.cache.stale_grace = Duration::from_secs(raw.uint(key, 0, 365 * 86_400)?),
             "allowed_origins" => {
                 let list: Vec<String> = match raw {
-                    Raw::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                    Raw::Text(s) => s
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
                     Raw::Toml(toml::Value::Array(a)) => a
                         .iter()
-                        .map(|v| v.as_str().map(String::from).ok_or_else(|| bad(key, "expected a list of strings")))
+                        .map(|v| {
+                            v.as_str()
+                                .map(String::from)
+                                .ok_or_else(|| bad(key, "expected a list of strings"))
+                        })
                         .collect::<Result<_, _>>()?,
                     Raw::Toml(v) => return Err(bad(key, format!("expected a list of strings, got {}", v.type_str()))),
                 };
-                if let Some(o) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+                if let Some(o) = list
+                    .iter()
+                    .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+                {
                     return Err(bad(key, format!("origin {o:?} must start with http:// or https://")));
                 }
                 self.allowed_origins = list.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect();
@@ -290,8 +309,12 @@ impl Config {
 
     /// Reads and applies a TOML file.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("invalid config key `config`: cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid config key `config`: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
         self.apply_toml(&text)
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
@@ -305,7 +328,9 @@ impl Config {
         while i < args.len() {
             let arg = &args[i];
             let Some(flag) = arg.strip_prefix("--") else {
-                return Err(ConfigError(format!("unexpected argument {arg:?} (flags start with --)")));
+                return Err(ConfigError(format!(
+                    "unexpected argument {arg:?} (flags start with --)"
+                )));
             };
             let (name, inline) = match flag.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),

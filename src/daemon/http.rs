@@ -66,7 +66,10 @@ pub fn router(app: Arc<App>, mcp_cancel: CancellationToken) -> Router {
 }
 
 fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
         return false;
     };
     let host = if let Some(v6) = rest.strip_prefix('[') {
@@ -90,12 +93,19 @@ fn tokens_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn error_json(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json!({"message": message}).to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"message": message}).to_string(),
+    )
+        .into_response()
 }
 
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let ok = origin.to_str().is_ok_and(|o| origin_allowed(o, &app.config.allowed_origins));
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| origin_allowed(o, &app.config.allowed_origins));
         if !ok {
             return error_json(StatusCode::FORBIDDEN, "origin not allowed");
         }
@@ -109,7 +119,8 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
             .map(str::trim);
         if !given.is_some_and(|g| tokens_equal(g.as_bytes(), token.as_bytes())) {
             let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
     }
@@ -138,7 +149,8 @@ fn cache_mode_header(mode: CacheMode) -> (header::HeaderName, &'static str) {
 async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if method != Method::GET && method != Method::HEAD {
         let mut r = error_json(StatusCode::METHOD_NOT_ALLOWED, "ghcache proxies GET only");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let path = uri.path().strip_prefix("/github").unwrap_or_default();
@@ -168,14 +180,20 @@ async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
                 None => (502, Bytes::from(json!({"message": e.to_string()}).to_string())),
             };
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut r = (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response();
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body,
+            )
+                .into_response();
             if let Some(u) = upstream_error(&e) {
                 if let super::upstream::ErrorKind::RateLimited { reset } = u.kind {
                     r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from(0));
                     r.headers_mut().insert("x-ratelimit-reset", HeaderValue::from(reset));
                 }
             }
-            r.headers_mut().insert("x-cache-mode", HeaderValue::from_static("error"));
+            r.headers_mut()
+                .insert("x-cache-mode", HeaderValue::from_static("error"));
             r
         }
     }
@@ -196,7 +214,11 @@ pub fn next_page_link(host: &str, path: &str, query: &[(String, String)], served
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let per_page: usize = param("per_page").map_or(Some(30), |v| v.parse().ok())?;
     let page: usize = param("page").map_or(Some(1), |v| v.parse().ok())?;
-    if per_page == 0 || query.iter().any(|(k, _)| k == "after" || k == "before" || k == "cursor") {
+    if per_page == 0
+        || query
+            .iter()
+            .any(|(k, _)| k == "after" || k == "before" || k == "cursor")
+    {
         return None;
     }
     let items: Vec<serde::de::IgnoredAny> = serde_json::from_slice(&served.entry.body).ok()?;
@@ -218,15 +240,30 @@ fn answer(served: &Served, request_headers: &HeaderMap, head: bool) -> Response 
         request_headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == tag.to_str().unwrap_or_default() || t.trim() == "*"))
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim() == tag.to_str().unwrap_or_default() || t.trim() == "*")
+            })
     });
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
         StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK)
     };
-    let body = if not_modified || head { Bytes::new() } else { entry.body.clone() };
-    let mut r = (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8"), cache_mode_header(served.mode)], body).into_response();
+    let body = if not_modified || head {
+        Bytes::new()
+    } else {
+        entry.body.clone()
+    };
+    let mut r = (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            cache_mode_header(served.mode),
+        ],
+        body,
+    )
+        .into_response();
     if let Some(tag) = etag {
         r.headers_mut().insert(header::ETAG, tag);
     }
@@ -246,6 +283,9 @@ mod tests {
         assert!(!origin_allowed("http://localhost.evil.example", &none));
         assert!(!origin_allowed("https://evil.example", &none));
         assert!(!origin_allowed("null", &none));
-        assert!(origin_allowed("https://app.example", &["https://app.example".to_string()]));
+        assert!(origin_allowed(
+            "https://app.example",
+            &["https://app.example".to_string()]
+        ));
     }
 }

@@ -176,14 +176,24 @@ mod tests {
     fn decode_errors() {
         assert!(matches!(decode(b"{"), Body::Invalid(RpcError { code: -32700, .. })));
         assert!(matches!(decode(b"[]"), Body::Invalid(RpcError { code: -32600, .. })));
-        let Body::Single(d) = decode(br#"{"jsonrpc":"1.0","method":"ping","id":1}"#) else { panic!() };
+        let Body::Single(d) = decode(br#"{"jsonrpc":"1.0","method":"ping","id":1}"#) else {
+            panic!()
+        };
         assert_eq!(d.call.unwrap_err().code, -32600);
-        let Body::Single(d) = decode(br#"{"jsonrpc":"2.0","method":"nope","id":1}"#) else { panic!() };
+        let Body::Single(d) = decode(br#"{"jsonrpc":"2.0","method":"nope","id":1}"#) else {
+            panic!()
+        };
         assert_eq!(d.call.unwrap_err().code, -32601);
-        let Body::Single(d) = decode(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_get_repo","arguments":{}},"id":"a"}"#) else { panic!() };
+        let Body::Single(d) = decode(
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"gh_get_repo","arguments":{}},"id":"a"}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(d.id, Some(json!("a")));
         assert_eq!(d.call.unwrap_err().code, -32602);
-        let Body::Single(d) = decode(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#) else { panic!() };
+        let Body::Single(d) = decode(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#) else {
+            panic!()
+        };
         assert_eq!((d.id, d.call), (None, Ok(Call::Ignore)));
     }
 }

@@ -79,7 +79,8 @@ impl ServerHandler for McpHandler {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = request.arguments.map(Value::Object);
-        let call = ToolCall::parse(&request.name, arguments.as_ref()).map_err(|e| ErrorData::new(ErrorCode(e.code as i32), e.message, e.data))?;
+        let call = ToolCall::parse(&request.name, arguments.as_ref())
+            .map_err(|e| ErrorData::new(ErrorCode(e.code as i32), e.message, e.data))?;
         let result = match self.app.call(call).await {
             Ok(value) => CallToolResult::structured(value),
             Err(e) if e.code == -32000 => {

@@ -6,8 +6,8 @@
 //! statuses, how answers were served, the store, the process) lives in
 //! plain atomics: no lock at all.
 
-use std::fmt::Write as _;
 use crate::sync::{AtomicU64, Ordering};
+use std::fmt::Write as _;
 
 use crate::core::{CacheMode, StatsSnapshot};
 
@@ -80,42 +80,105 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, stats: &StatsSnapshot, rate: &RateLimitSnapshot, store: Option<&StoreStatsSnapshot>) -> String {
+    pub fn render(
+        &self,
+        stats: &StatsSnapshot,
+        rate: &RateLimitSnapshot,
+        store: Option<&StoreStatsSnapshot>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} counter\nghcache_{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} counter\nghcache_{name} {value}"
+            );
         };
         counter("lookups_total", "Cache lookups.", stats.lookups);
         counter("hits_total", "Lookups answered fresh from the cache.", stats.hits);
-        counter("stale_hits_total", "Lookups that found a stale entry.", stats.stale_hits);
+        counter(
+            "stale_hits_total",
+            "Lookups that found a stale entry.",
+            stats.stale_hits,
+        );
         counter("misses_total", "Lookups that found nothing usable.", stats.misses);
-        counter("coalesced_total", "Callers that waited for another caller's fetch.", stats.coalesced);
+        counter(
+            "coalesced_total",
+            "Callers that waited for another caller's fetch.",
+            stats.coalesced,
+        );
         counter("peer_hits_total", "Entries obtained from peers.", stats.peer_hits);
-        counter("expirations_total", "Entries dropped past TTL plus grace.", stats.expirations);
-        counter("evictions_total", "Entries dropped to stay within bounds.", stats.evictions);
-        counter("revalidations_total", "Conditional requests answered 304 (free).", stats.revalidations);
+        counter(
+            "expirations_total",
+            "Entries dropped past TTL plus grace.",
+            stats.expirations,
+        );
+        counter(
+            "evictions_total",
+            "Entries dropped to stay within bounds.",
+            stats.evictions,
+        );
+        counter(
+            "revalidations_total",
+            "Conditional requests answered 304 (free).",
+            stats.revalidations,
+        );
         counter("api_calls_total", "Upstream calls that cost quota.", stats.api_calls);
-        counter("api_calls_saved_total", "Reads answered without spending quota.", stats.api_calls_saved);
-        counter("stale_served_total", "Stale entries served because GitHub could not be asked.", stats.stale_served);
+        counter(
+            "api_calls_saved_total",
+            "Reads answered without spending quota.",
+            stats.api_calls_saved,
+        );
+        counter(
+            "stale_served_total",
+            "Stale entries served because GitHub could not be asked.",
+            stats.stale_served,
+        );
         counter("fetch_errors_total", "Fetches that failed.", stats.fetch_errors);
-        counter("abandoned_flights_total", "Fetches whose leader vanished.", stats.abandoned_flights);
+        counter(
+            "abandoned_flights_total",
+            "Fetches whose leader vanished.",
+            stats.abandoned_flights,
+        );
         counter("inserts_total", "Entries stored.", stats.inserts);
-        counter("rejected_inserts_total", "Entries refused for size.", stats.rejected_inserts);
-        counter("invalidations_total", "Entries removed by invalidation.", stats.invalidations);
+        counter(
+            "rejected_inserts_total",
+            "Entries refused for size.",
+            stats.rejected_inserts,
+        );
+        counter(
+            "invalidations_total",
+            "Entries removed by invalidation.",
+            stats.invalidations,
+        );
         counter(
             "upstream_skipped_total",
             "Upstream requests not sent because the rate limit was exhausted.",
             self.upstream_skipped.load(Ordering::Relaxed),
         );
-        counter("served_errors_total", "Reads that ended in an error.", self.served_errors.load(Ordering::Relaxed));
+        counter(
+            "served_errors_total",
+            "Reads that ended in an error.",
+            self.served_errors.load(Ordering::Relaxed),
+        );
         if let Some(s) = store {
             counter("store_writes_total", "Entries written to the store.", s.written);
-            counter("store_dropped_total", "Writes dropped because the store queue was full.", s.dropped);
+            counter(
+                "store_dropped_total",
+                "Writes dropped because the store queue was full.",
+                s.dropped,
+            );
             counter("store_corrupt_total", "Corrupt store records skipped.", s.corrupt);
-            counter("store_loaded_total", "Entries loaded from the store at start.", s.loaded);
+            counter(
+                "store_loaded_total",
+                "Entries loaded from the store at start.",
+                s.loaded,
+            );
         }
         let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} gauge\nghcache_{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} gauge\nghcache_{name} {value}"
+            );
         };
         gauge("entries", "Entries held.", stats.entries);
         gauge("bytes", "Bytes held.", stats.bytes);
@@ -129,7 +192,11 @@ impl Metrics {
             gauge("ratelimit_limit", "GitHub requests per window.", v);
         }
         if let Some(v) = rate.reset {
-            gauge("ratelimit_reset_seconds", "When the GitHub window resets (unix seconds).", v);
+            gauge(
+                "ratelimit_reset_seconds",
+                "When the GitHub window resets (unix seconds).",
+                v,
+            );
         }
         if let Some(n) = open_fds() {
             gauge("open_fds", "Open file descriptors.", n);
@@ -137,19 +204,34 @@ impl Metrics {
         if let Some(n) = threads() {
             gauge("threads", "OS threads of the process.", n);
         }
-        let _ = writeln!(out, "# HELP ghcache_p2p_running 1 when the P2P host runs.\n# TYPE ghcache_p2p_running gauge");
+        let _ = writeln!(
+            out,
+            "# HELP ghcache_p2p_running 1 when the P2P host runs.\n# TYPE ghcache_p2p_running gauge"
+        );
         let _ = writeln!(out, "ghcache_p2p_running {}", u8::from(stats.p2p.peer_id.is_some()));
 
-        let _ = writeln!(out, "# HELP ghcache_served_total Answers served, by cache mode.\n# TYPE ghcache_served_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP ghcache_served_total Answers served, by cache mode.\n# TYPE ghcache_served_total counter"
+        );
         for mode in MODES {
-            let _ = writeln!(out, "ghcache_served_total{{mode=\"{}\"}} {}", mode.as_str(), self.served_count(mode));
+            let _ = writeln!(
+                out,
+                "ghcache_served_total{{mode=\"{}\"}} {}",
+                mode.as_str(),
+                self.served_count(mode)
+            );
         }
         let _ = writeln!(
             out,
             "# HELP ghcache_upstream_requests_total GitHub HTTP exchanges, by status.\n# TYPE ghcache_upstream_requests_total counter"
         );
         for (label, value) in STATUS_LABELS.iter().zip(&self.upstream) {
-            let _ = writeln!(out, "ghcache_upstream_requests_total{{status=\"{label}\"}} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "ghcache_upstream_requests_total{{status=\"{label}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -38,20 +38,22 @@ pub mod store;
 pub mod tools;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use crate::sync::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{Begin, Cache, CacheKey, CacheMode, Clock, Entry, Event, FetchFailed, FlightOutcome, Origin, Served, Timestamp};
+use crate::core::{
+    Begin, Cache, CacheKey, CacheMode, Clock, Entry, Event, FetchFailed, FlightOutcome, Origin, Served, Timestamp,
+};
 use crate::sync::StdArc as Arc;
 use config::Config;
 use metrics::Metrics;
 use store::{Store, StoredEntry};
 use tools::{Invalidate, RpcError, ToolCall};
-use upstream::{Request, UpstreamError, Upstream};
+use upstream::{Request, Upstream, UpstreamError};
 
 /// The daemon's clock: monotonic, with its origin set far enough in the past
 /// that entries loaded from disk can carry their real (earlier) fetch time,
@@ -72,7 +74,9 @@ impl DaemonClock {
     pub fn new() -> DaemonClock {
         DaemonClock {
             start: Instant::now(),
-            start_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            start_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             skew_ms: AtomicU64::new(0),
         }
     }
@@ -126,7 +130,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("upstream", &self.upstream).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +156,12 @@ impl App {
             // Past TTL + grace: not worth keeping.
             let now_unix_ms = clock.to_unix_ms(clock.now());
             let grace_ms = config.cache.stale_grace.as_millis() as u64;
-            let keep = |e: &StoredEntry| e.fetched_unix_ms.saturating_add(e.ttl.as_millis() as u64).saturating_add(grace_ms) > now_unix_ms;
+            let keep = |e: &StoredEntry| {
+                e.fetched_unix_ms
+                    .saturating_add(e.ttl.as_millis() as u64)
+                    .saturating_add(grace_ms)
+                    > now_unix_ms
+            };
             let (store, loaded) = Store::open(&config.store_path(), bounds, &keep).map_err(|e| e.to_string())?;
             let n = loaded.len();
             let mut kept = 0;
@@ -241,7 +252,9 @@ impl App {
                         }
                         FlightOutcome::Done(Err(e)) => {
                             return match stale {
-                                Some(stale) if upstream_error(&e).is_some_and(UpstreamError::stale_ok) => Ok(self.serve_stale(key, stale)),
+                                Some(stale) if upstream_error(&e).is_some_and(UpstreamError::stale_ok) => {
+                                    Ok(self.serve_stale(key, stale))
+                                }
                                 _ => Err(e),
                             }
                         }
@@ -307,7 +320,10 @@ impl App {
                     return Ok(json!({"authenticated": false, "token_source": source, "cache_mode": null}));
                 }
                 let key = CacheKey::new(crate::core::Operation::AuthStatus, [("path", Some("/user"))]);
-                let served = self.read(&key, &Request::single("/user")).await.map_err(|e| self.read_error(&e))?;
+                let served = self
+                    .read(&key, &Request::single("/user"))
+                    .await
+                    .map_err(|e| self.read_error(&e))?;
                 let mut v = self.read_result(&served);
                 v["authenticated"] = json!(served.entry.status == 200);
                 v["token_source"] = json!(source);
@@ -415,7 +431,10 @@ impl Running {
             tracing::warn!(?drain, "in-flight requests did not finish in time; dropping them");
         }
         if let Some(store) = &self.app.store {
-            if tokio::time::timeout(Duration::from_secs(3), store.close()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), store.close())
+                .await
+                .is_err()
+            {
                 tracing::warn!("store flush timed out");
             }
         }

@@ -29,9 +29,9 @@
 //! [`decode_record`] is a pure function on arbitrary bytes, the fuzz target
 //! for outside input.
 
+use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
 use std::path::Path;
-use crate::sync::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -265,7 +265,8 @@ impl Store {
         }
         let db = Database::create(path).map_err(|e| OpenError(format!("cannot open store {}: {e}", path.display())))?;
         let stats = Arc::new(StoreStats::default());
-        let (loaded, bytes) = load(&db, &stats, bounds, keep).map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
+        let (loaded, bytes) = load(&db, &stats, bounds, keep)
+            .map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer_stats = stats.clone();
         std::thread::Builder::new()
@@ -349,7 +350,9 @@ fn load(
         };
         for item in table.iter()? {
             let (k, v) = item?;
-            let key = std::str::from_utf8(k.value()).ok().and_then(|s| CacheKey::parse(s).ok());
+            let key = std::str::from_utf8(k.value())
+                .ok()
+                .and_then(|s| CacheKey::parse(s).ok());
             let record = decode_record(v.value());
             match (key, record) {
                 (Some(key), Ok(entry)) => {
@@ -559,13 +562,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ghcache-store-bytes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("cache.redb");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
         let mut big = sample();
         big.body = Bytes::from(vec![b'x'; 1000]);
         let one = (key(0).as_str().len() + encode_record(&big).len()) as u64;
         {
-            let (store, _) = Store::open(&path, Bounds { max_entries: 100, max_bytes: one * 10 }, &|_| true).unwrap();
+            let (store, _) = Store::open(
+                &path,
+                Bounds {
+                    max_entries: 100,
+                    max_bytes: one * 10,
+                },
+                &|_| true,
+            )
+            .unwrap();
             for i in 0..20 {
                 let mut e = big.clone();
                 e.fetched_unix_ms += i as u64;
@@ -574,7 +588,15 @@ mod tests {
             rt.block_on(store.close());
         }
         // Within the byte bound: at most 10 records of this size.
-        let (store, loaded) = Store::open(&path, Bounds { max_entries: 100, max_bytes: one * 10 }, &|_| true).unwrap();
+        let (store, loaded) = Store::open(
+            &path,
+            Bounds {
+                max_entries: 100,
+                max_bytes: one * 10,
+            },
+            &|_| true,
+        )
+        .unwrap();
         assert!(loaded.len() <= 10 && loaded.len() >= 8, "{}", loaded.len());
         // The newest were kept.
         assert!(loaded.iter().any(|(k, _)| *k == key(19)));
@@ -594,7 +616,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ghcache-store-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("cache.redb");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
         {
             let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
@@ -617,14 +642,20 @@ mod tests {
             {
                 let mut t = w.open_table(TABLE).unwrap();
                 t.insert(key(14).as_str().as_bytes(), b"garbage".as_slice()).unwrap();
-                t.insert(b"not a key".as_slice(), encode_record(&sample()).as_slice()).unwrap();
+                t.insert(b"not a key".as_slice(), encode_record(&sample()).as_slice())
+                    .unwrap();
             }
             w.commit().unwrap();
         }
         let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
         assert_eq!(store.stats().corrupt, 2);
         // Pruned to 9 after the 15 puts, one of which is now corrupt.
-        assert_eq!(loaded.len(), 8, "{:?}", loaded.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
+        assert_eq!(
+            loaded.len(),
+            8,
+            "{:?}",
+            loaded.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>()
+        );
         assert!(loaded.iter().all(|(_, e)| e.etag.is_some()));
         rt.block_on(store.close());
         let _ = std::fs::remove_dir_all(&dir);

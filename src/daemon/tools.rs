@@ -73,9 +73,7 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     let repo = json!({"type": "string", "description": "owner/name", "pattern": "^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"});
     let limit = json!({"type": "integer", "minimum": 1, "maximum": 1000, "description": "most items (default 30)"});
     let state = json!({"type": "string", "enum": ["open", "closed", "all"]});
-    let obj = |props: Value, required: &[&str]| {
-        json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
-    };
+    let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     vec![
         ("gh_get_cache_stats", "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id).", obj(json!({}), &[])),
         (
@@ -148,7 +146,11 @@ impl<'a> Args<'a> {
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
         };
-        if let Some(k) = map.into_iter().flat_map(|m| m.keys()).find(|k| !allowed.contains(&k.as_str())) {
+        if let Some(k) = map
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .find(|k| !allowed.contains(&k.as_str()))
+        {
             return Err(RpcError::invalid_params(format!("unknown argument `{k}`")));
         }
         Ok(Args { map, allowed })
@@ -185,14 +187,21 @@ impl<'a> Args<'a> {
 }
 
 fn name_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) && s != "." && s != ".."
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && s != ".."
 }
 
 fn repo_arg(args: &Args<'_>) -> Result<String, RpcError> {
     let repo = args.str("repo")?;
     match repo.split_once('/') {
         Some((o, r)) if name_ok(o) && name_ok(r) => Ok(repo.to_string()),
-        _ => Err(RpcError::invalid_params(format!("`repo` must look like owner/name, got {repo:?}"))),
+        _ => Err(RpcError::invalid_params(format!(
+            "`repo` must look like owner/name, got {repo:?}"
+        ))),
     }
 }
 
@@ -200,7 +209,9 @@ fn owner_arg(args: &Args<'_>, name: &str) -> Result<Option<String>, RpcError> {
     match args.str_opt(name)? {
         None => Ok(None),
         Some(o) if name_ok(o) => Ok(Some(o.to_string())),
-        Some(o) => Err(RpcError::invalid_params(format!("`{name}` is not a valid GitHub login: {o:?}"))),
+        Some(o) => Err(RpcError::invalid_params(format!(
+            "`{name}` is not a valid GitHub login: {o:?}"
+        ))),
     }
 }
 
@@ -208,7 +219,9 @@ fn text_arg(args: &Args<'_>, name: &str) -> Result<Option<String>, RpcError> {
     match args.str_opt(name)? {
         None => Ok(None),
         Some(s) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => Ok(Some(s.to_string())),
-        Some(_) => Err(RpcError::invalid_params(format!("`{name}` must be 1 to 256 printable characters"))),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`{name}` must be 1 to 256 printable characters"
+        ))),
     }
 }
 
@@ -216,14 +229,20 @@ fn state_arg(args: &Args<'_>) -> Result<Option<String>, RpcError> {
     match args.str_opt("state")? {
         None => Ok(None),
         Some(s @ ("open" | "closed" | "all")) => Ok(Some(s.to_string())),
-        Some(s) => Err(RpcError::invalid_params(format!("`state` must be open, closed or all, got {s:?}"))),
+        Some(s) => Err(RpcError::invalid_params(format!(
+            "`state` must be open, closed or all, got {s:?}"
+        ))),
     }
 }
 
 /// Checks and normalises a GitHub API path: leading `/`, no `..`, no query,
 /// no scheme, printable ASCII.
 pub fn clean_path(path: &str) -> Result<String, RpcError> {
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     let ok = path.len() <= 1024
         && path.bytes().all(|b| b.is_ascii_graphic())
         && !path.contains(['?', '#', '\\'])
@@ -232,7 +251,9 @@ pub fn clean_path(path: &str) -> Result<String, RpcError> {
     if ok {
         Ok(path)
     } else {
-        Err(RpcError::invalid_params(format!("`path` must be a GitHub API path like /repos/o/r, got {path:?}")))
+        Err(RpcError::invalid_params(format!(
+            "`path` must be a GitHub API path like /repos/o/r, got {path:?}"
+        )))
     }
 }
 
@@ -244,7 +265,10 @@ pub fn api_read(path: &str, mut query: Vec<(String, String)>) -> Result<(CacheKe
     let canonical = super::upstream::encode_query(&query);
     let key = CacheKey::new(
         Operation::Api,
-        [("path", Some(path.as_str())), ("query", (!canonical.is_empty()).then_some(canonical.as_str()))],
+        [
+            ("path", Some(path.as_str())),
+            ("query", (!canonical.is_empty()).then_some(canonical.as_str())),
+        ],
     );
     let req = Request {
         path,
@@ -255,14 +279,31 @@ pub fn api_read(path: &str, mut query: Vec<(String, String)>) -> Result<(CacheKe
     Ok((key, req))
 }
 
-fn list_read(op: Operation, path: String, filters: Vec<(&'static str, Option<String>)>, shape: Shape, limit: usize) -> (CacheKey, Request) {
+fn list_read(
+    op: Operation,
+    path: String,
+    filters: Vec<(&'static str, Option<String>)>,
+    shape: Shape,
+    limit: usize,
+) -> (CacheKey, Request) {
     let limit_text = limit.to_string();
     let mut params: Vec<(&str, Option<&str>)> = filters.iter().map(|(k, v)| (*k, v.as_deref())).collect();
     params.push(("limit", Some(&limit_text)));
     params.push(("path", Some(&path)));
     let key = CacheKey::new(op, params);
-    let query = filters.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect();
-    (key, Request { path, query, shape, limit: Some(limit) })
+    let query = filters
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect();
+    (
+        key,
+        Request {
+            path,
+            query,
+            shape,
+            limit: Some(limit),
+        },
+    )
 }
 
 impl ToolCall {
@@ -295,7 +336,10 @@ impl ToolCall {
             }
             "gh_get_rate_limit" => {
                 Args::new(arguments, &[])?;
-                read((CacheKey::new(Operation::RateLimit, [("path", Some("/rate_limit"))]), Request::single("/rate_limit")))
+                read((
+                    CacheKey::new(Operation::RateLimit, [("path", Some("/rate_limit"))]),
+                    Request::single("/rate_limit"),
+                ))
             }
             "gh_api" => {
                 let a = Args::new(arguments, &["path", "query"])?;
@@ -309,12 +353,18 @@ impl ToolCall {
                                 Value::String(s) => s.clone(),
                                 Value::Number(n) => n.to_string(),
                                 Value::Bool(b) => b.to_string(),
-                                _ => return Err(RpcError::invalid_params(format!("query value `{k}` must be a string, number or boolean"))),
+                                _ => {
+                                    return Err(RpcError::invalid_params(format!(
+                                        "query value `{k}` must be a string, number or boolean"
+                                    )))
+                                }
                             };
                             Ok((k.clone(), v))
                         })
                         .collect::<Result<_, _>>()?,
-                    Some(Value::String(s)) => parse_query(s).ok_or_else(|| RpcError::invalid_params("`query` is not a valid query string"))?,
+                    Some(Value::String(s)) => {
+                        parse_query(s).ok_or_else(|| RpcError::invalid_params("`query` is not a valid query string"))?
+                    }
                     Some(_) => return Err(RpcError::invalid_params("`query` must be an object")),
                 };
                 read(api_read(path, query)?)
@@ -331,27 +381,43 @@ impl ToolCall {
             "gh_get_repo" => {
                 let a = Args::new(arguments, &["repo"])?;
                 let repo = repo_arg(&a)?;
-                read((CacheKey::new(Operation::Repo, [("repo", Some(repo.as_str()))]), Request::single(format!("/repos/{repo}"))))
+                read((
+                    CacheKey::new(Operation::Repo, [("repo", Some(repo.as_str()))]),
+                    Request::single(format!("/repos/{repo}")),
+                ))
             }
             "gh_list_workflow_runs" => {
                 let a = Args::new(arguments, &["repo", "status", "branch", "limit"])?;
                 let repo = repo_arg(&a)?;
                 let filters = vec![("status", text_arg(&a, "status")?), ("branch", text_arg(&a, "branch")?)];
-                read(list_read(Operation::WorkflowRuns, format!("/repos/{repo}/actions/runs"), filters, Shape::Field("workflow_runs"), a.limit()?))
+                read(list_read(
+                    Operation::WorkflowRuns,
+                    format!("/repos/{repo}/actions/runs"),
+                    filters,
+                    Shape::Field("workflow_runs"),
+                    a.limit()?,
+                ))
             }
             "gh_get_workflow_run" => {
                 let a = Args::new(arguments, &["repo", "run_id"])?;
                 let repo = repo_arg(&a)?;
                 let id = match a.get("run_id") {
                     Some(Value::Number(n)) => n.as_u64(),
-                    Some(Value::String(s)) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+                    Some(Value::String(s))
+                        if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        s.parse().ok()
+                    }
                     None => return Err(RpcError::invalid_params("missing required argument `run_id`")),
                     _ => None,
                 }
                 .ok_or_else(|| RpcError::invalid_params("`run_id` must be a positive integer"))?;
                 let id = id.to_string();
                 read((
-                    CacheKey::new(Operation::WorkflowRun, [("repo", Some(repo.as_str())), ("run_id", Some(id.as_str()))]),
+                    CacheKey::new(
+                        Operation::WorkflowRun,
+                        [("repo", Some(repo.as_str())), ("run_id", Some(id.as_str()))],
+                    ),
                     Request::single(format!("/repos/{repo}/actions/runs/{id}")),
                 ))
             }
@@ -365,7 +431,15 @@ impl ToolCall {
                     _ => return Err(RpcError::invalid_params("give exactly one of `repo` and `org`")),
                 };
                 let key = CacheKey::new(Operation::Runners, [(param, Some(value.as_str()))]);
-                read((key, Request { path, query: Vec::new(), shape: Shape::Field("runners"), limit: Some(100) }))
+                read((
+                    key,
+                    Request {
+                        path,
+                        query: Vec::new(),
+                        shape: Shape::Field("runners"),
+                        limit: Some(100),
+                    },
+                ))
             }
             "gh_list_issues" | "gh_list_pull_requests" => {
                 let a = Args::new(arguments, &["repo", "state", "limit"])?;
@@ -375,7 +449,13 @@ impl ToolCall {
                 } else {
                     (Operation::PullRequests, format!("/repos/{repo}/pulls"))
                 };
-                read(list_read(op, path, vec![("state", state_arg(&a)?)], Shape::Array, a.limit()?))
+                read(list_read(
+                    op,
+                    path,
+                    vec![("state", state_arg(&a)?)],
+                    Shape::Array,
+                    a.limit()?,
+                ))
             }
             other => Err(RpcError::method_not_found(format!("unknown tool {other:?}"))),
         }
@@ -410,21 +490,49 @@ mod tests {
     fn parse_validates() {
         assert_eq!(ToolCall::parse("gh_get_cache_stats", None), Ok(ToolCall::Stats));
         assert_eq!(ToolCall::parse("nope", None).unwrap_err().code, -32601);
-        assert_eq!(ToolCall::parse("gh_get_repo", Some(&json!({}))).unwrap_err().code, -32602);
-        assert_eq!(ToolCall::parse("gh_get_repo", Some(&json!({"repo": "../x"}))).unwrap_err().code, -32602);
-        assert_eq!(ToolCall::parse("gh_get_repo", Some(&json!({"repo": "o/r", "x": 1}))).unwrap_err().code, -32602);
-        assert_eq!(ToolCall::parse("gh_api", Some(&json!({"path": "/a/../b"}))).unwrap_err().code, -32602);
-        assert_eq!(ToolCall::parse("gh_list_runners", Some(&json!({}))).unwrap_err().code, -32602);
-        let Ok(ToolCall::Read(key, req)) = ToolCall::parse("gh_get_repo", Some(&json!({"repo": "o/r"}))) else { panic!() };
+        assert_eq!(
+            ToolCall::parse("gh_get_repo", Some(&json!({}))).unwrap_err().code,
+            -32602
+        );
+        assert_eq!(
+            ToolCall::parse("gh_get_repo", Some(&json!({"repo": "../x"})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        assert_eq!(
+            ToolCall::parse("gh_get_repo", Some(&json!({"repo": "o/r", "x": 1})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        assert_eq!(
+            ToolCall::parse("gh_api", Some(&json!({"path": "/a/../b"})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        assert_eq!(
+            ToolCall::parse("gh_list_runners", Some(&json!({}))).unwrap_err().code,
+            -32602
+        );
+        let Ok(ToolCall::Read(key, req)) = ToolCall::parse("gh_get_repo", Some(&json!({"repo": "o/r"}))) else {
+            panic!()
+        };
         assert_eq!(key.as_str(), "repo:repo=o/r");
         assert_eq!(req.path, "/repos/o/r");
-        let Ok(ToolCall::Read(key, _)) = ToolCall::parse("gh_list_runners", Some(&json!({"org": "acme"}))) else { panic!() };
+        let Ok(ToolCall::Read(key, _)) = ToolCall::parse("gh_list_runners", Some(&json!({"org": "acme"}))) else {
+            panic!()
+        };
         assert_eq!(key.as_str(), "runners:org=acme");
         assert_eq!(
             ToolCall::parse("gh_invalidate_cache", Some(&json!({"pattern": "runners"}))),
             Ok(ToolCall::Invalidate(Invalidate::Prefix("runners:".into())))
         );
-        assert_eq!(ToolCall::parse("gh_invalidate_cache", None), Ok(ToolCall::Invalidate(Invalidate::All)));
+        assert_eq!(
+            ToolCall::parse("gh_invalidate_cache", None),
+            Ok(ToolCall::Invalidate(Invalidate::All))
+        );
     }
 
     #[test]
@@ -432,7 +540,11 @@ mod tests {
         let (a, _) = api_read("/x", vec![("b".into(), "2".into()), ("a".into(), "1".into())]).unwrap();
         let (b, _) = api_read("x", vec![("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
         assert_eq!(a, b);
-        let Ok(ToolCall::Read(c, _)) = ToolCall::parse("gh_api", Some(&json!({"path": "/x", "query": {"b": 2, "a": "1"}}))) else { panic!() };
+        let Ok(ToolCall::Read(c, _)) =
+            ToolCall::parse("gh_api", Some(&json!({"path": "/x", "query": {"b": 2, "a": "1"}})))
+        else {
+            panic!()
+        };
         assert_eq!(a, c);
     }
 }

@@ -20,8 +20,8 @@
 //! The token goes into the `Authorization` header and nowhere else: it is
 //! never logged, and errors carry the URL path but no headers.
 
-use std::fmt;
 use crate::sync::{AtomicU64, Ordering};
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -182,7 +182,8 @@ impl RateLimit {
         // Secondary rate limits: 403/429 with retry-after (seconds).
         if status == 403 || status == 429 {
             if let Some(secs) = num("retry-after") {
-                self.pause_until.fetch_max(unix_now() + secs.min(3600), Ordering::SeqCst);
+                self.pause_until
+                    .fetch_max(unix_now() + secs.min(3600), Ordering::SeqCst);
             }
         }
     }
@@ -281,7 +282,13 @@ impl Upstream {
     }
 
     /// The fetch a single-flight leader runs for `key` (module docs).
-    pub async fn fetch(&self, cache: &Cache, key: &CacheKey, req: &Request, stale: Option<&Entry>) -> Result<Fetched, FetchFailed> {
+    pub async fn fetch(
+        &self,
+        cache: &Cache,
+        key: &CacheKey,
+        req: &Request,
+        stale: Option<&Entry>,
+    ) -> Result<Fetched, FetchFailed> {
         let per_page = match (req.shape, req.limit) {
             (Shape::Single, _) | (_, None) => None,
             (_, Some(limit)) => Some(limit.clamp(1, 100)),
@@ -296,7 +303,11 @@ impl Upstream {
             url.push_str(&encode_query(&query));
         }
         let multi_page = matches!(req.limit, Some(limit) if per_page.is_some_and(|p| limit > p));
-        let etag = if multi_page { None } else { stale.and_then(|e| e.etag.clone()) };
+        let etag = if multi_page {
+            None
+        } else {
+            stale.and_then(|e| e.etag.clone())
+        };
 
         let first = self.send(&url, etag.as_ref()).await.map_err(FetchFailed::new)?;
         if first.status == 304 {
@@ -391,18 +402,23 @@ impl Upstream {
                             None => ErrorKind::Status(a.status),
                         };
                         let message = match kind {
-                            ErrorKind::RateLimited { reset } => format!("GitHub rate limit hit ({}) for {path}; no request until {reset} (unix)", a.status),
+                            ErrorKind::RateLimited { reset } => format!(
+                                "GitHub rate limit hit ({}) for {path}; no request until {reset} (unix)",
+                                a.status
+                            ),
                             _ => format!("GitHub answered {} for {path}", a.status),
                         };
-                        Err(UpstreamError { kind, message, body: a.body })
-                    }
-                    Ok(a) if a.status >= 500 || a.status == 401 => {
                         Err(UpstreamError {
-                            kind: ErrorKind::Status(a.status),
-                            message: format!("GitHub answered {} for {path}", a.status),
+                            kind,
+                            message,
                             body: a.body,
                         })
                     }
+                    Ok(a) if a.status >= 500 || a.status == 401 => Err(UpstreamError {
+                        kind: ErrorKind::Status(a.status),
+                        message: format!("GitHub answered {} for {path}", a.status),
+                        body: a.body,
+                    }),
                     other => other,
                 };
             }
@@ -414,7 +430,11 @@ impl Upstream {
     }
 
     async fn send_once(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
-        let _permit = self.permits.acquire().await.map_err(|_| transport("upstream closed".into()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| transport("upstream closed".into()))?;
         let mut req = self
             .client
             .get(url)
@@ -435,7 +455,13 @@ impl Upstream {
         };
         let status = response.status().as_u16();
         self.rate.observe(status, response.headers());
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let etag = header("etag").and_then(|t| ETag::new(&t));
         let next = header("link").and_then(|l| next_link(&l));
         let body = match response.bytes().await {
@@ -446,7 +472,12 @@ impl Upstream {
             }
         };
         self.metrics.upstream_response(Some(status));
-        Ok(Answer { status, etag, next, body })
+        Ok(Answer {
+            status,
+            etag,
+            next,
+            body,
+        })
     }
 }
 
@@ -477,7 +508,9 @@ fn describe(e: &reqwest::Error) -> String {
 /// `base * 2^attempt`, capped at 10 s, with ±50 % jitter.
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(10));
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) as u64;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u64;
     let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33; // 0..2^31
     let factor = 0.5 + (mixed as f64 / (1u64 << 31) as f64); // 0.5..1.5
     exp.mul_f64(factor)
@@ -496,7 +529,8 @@ pub fn next_link(header: &str) -> Option<String> {
 }
 
 fn items_of(shape: Shape, body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("GitHub sent invalid JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("GitHub sent invalid JSON: {e}"))?;
     let array = match (shape, value) {
         (Shape::Field(field), serde_json::Value::Object(mut obj)) => obj.remove(field),
         (_, v @ serde_json::Value::Array(_)) => Some(v),
@@ -517,7 +551,9 @@ fn envelope_of(shape: Shape, body: &[u8]) -> Option<serde_json::Value> {
 
 /// A one-page list cut to `limit` items (GitHub may send more than asked).
 fn truncate(shape: Shape, body: Bytes, limit: usize) -> Bytes {
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
     let array = match (shape, &mut value) {
         (Shape::Field(f), serde_json::Value::Object(obj)) => obj.get_mut(f),
         (_, v @ serde_json::Value::Array(_)) => Some(v),
@@ -611,7 +647,11 @@ mod tests {
     fn truncates_one_page() {
         let b = truncate(Shape::Array, Bytes::from_static(b"[1,2,3]"), 2);
         assert_eq!(&b[..], b"[1,2]");
-        let b = truncate(Shape::Field("runners"), Bytes::from_static(br#"{"total_count":3,"runners":[1,2,3]}"#), 1);
+        let b = truncate(
+            Shape::Field("runners"),
+            Bytes::from_static(br#"{"total_count":3,"runners":[1,2,3]}"#),
+            1,
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v, serde_json::json!({"total_count": 3, "runners": [1]}));
     }

@@ -68,7 +68,11 @@ impl FakeGithub {
 }
 
 fn reset_in_an_hour() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600
 }
 
 async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
@@ -96,7 +100,12 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     }
     let retry_after = fake.retry_after.load(Ordering::SeqCst);
     if retry_after > 0 {
-        let mut r = (StatusCode::FORBIDDEN, rate, "{\"message\":\"You have exceeded a secondary rate limit\"}").into_response();
+        let mut r = (
+            StatusCode::FORBIDDEN,
+            rate,
+            "{\"message\":\"You have exceeded a secondary rate limit\"}",
+        )
+            .into_response();
         r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
         return r;
     }
@@ -127,9 +136,16 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
         let page = param("page").unwrap_or(1);
         let total = 250;
         let start = (page - 1) * per_page;
-        let items: Vec<Value> = (start..(start + per_page).min(total)).map(|i| json!({"number": i + 1})).collect();
+        let items: Vec<Value> = (start..(start + per_page).min(total))
+            .map(|i| json!({"number": i + 1}))
+            .collect();
         if start + per_page < total {
-            let next = format!("<http://{}{}?per_page={per_page}&page={}>; rel=\"next\"", headers.get("host").unwrap().to_str().unwrap(), path, page + 1);
+            let next = format!(
+                "<http://{}{}?per_page={per_page}&page={}>; rel=\"next\"",
+                headers.get("host").unwrap().to_str().unwrap(),
+                path,
+                page + 1
+            );
             extra.insert("link", HeaderValue::from_str(&next).unwrap());
         }
         Value::Array(items)
@@ -144,7 +160,8 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     };
     let mut r = (StatusCode::OK, rate, extra, body.to_string()).into_response();
     r.headers_mut().insert("etag", HeaderValue::from_str(&etag).unwrap());
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 
@@ -173,7 +190,10 @@ impl Daemon {
         let clock = Arc::new(DaemonClock::new());
         let cache = Cache::new(config.cache.clone(), clock.clone());
         let app_clock = clock.clone();
-        let app = tokio::task::spawn_blocking(move || App::new(config, cache, app_clock)).await.unwrap().unwrap();
+        let app = tokio::task::spawn_blocking(move || App::new(config, cache, app_clock))
+            .await
+            .unwrap()
+            .unwrap();
         let running = spawn(app).await.unwrap();
         Daemon {
             running,
@@ -200,7 +220,8 @@ impl Daemon {
 
     /// Calls a tool over /jsonrpc; returns the whole response.
     pub async fn call(&self, name: &str, args: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
+        let body =
+            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
         let (status, v) = self.post_raw(body.to_string(), &[]).await;
         assert_eq!(status, 200, "{v}");
         v
@@ -209,7 +230,10 @@ impl Daemon {
     /// Calls a tool and returns `result.cache_mode`.
     pub async fn mode(&self, name: &str, args: Value) -> String {
         let v = self.call(name, args).await;
-        v["result"]["cache_mode"].as_str().unwrap_or_else(|| panic!("no cache_mode in {v}")).to_string()
+        v["result"]["cache_mode"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no cache_mode in {v}"))
+            .to_string()
     }
 
     pub async fn stats(&self) -> Value {
