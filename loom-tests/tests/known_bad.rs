@@ -209,3 +209,36 @@ fn clear_that_drops_the_counters_breaks_the_next_increment() {
         counters.lock().unwrap().as_mut().expect("counters gone").hits += 1;
     });
 }
+
+/// Shutdown that records `Stopped` before the host is actually stopped
+/// (the stop runs after the lock is released, as it must): a second,
+/// concurrent shutdown sees `Stopped` and returns while the host still runs.
+/// This was in ghcache's own first version of the lifecycle; the spin model
+/// (`model/`, variant `AS_IS_STOPPED_EARLY`) found it. Correct design: an
+/// intermediate `Stopping` state that later shutdowns wait on.
+#[test]
+#[should_panic(expected = "host running after shutdown")]
+fn shutdown_that_records_stopped_before_stopping_lets_another_return_early() {
+    loom::model(|| {
+        let phase = Arc::new(Mutex::new(Phase::Running));
+        let running = Arc::new(AtomicUsize::new(1));
+        let shutdown = {
+            let (phase, running) = (phase.clone(), running.clone());
+            move || {
+                let was_running = {
+                    let mut p = phase.lock().unwrap();
+                    let was = *p == Phase::Running;
+                    *p = Phase::Stopped;
+                    was
+                };
+                if was_running {
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+                assert_eq!(running.load(Ordering::SeqCst), 0, "host running after shutdown");
+            }
+        };
+        let other = thread::spawn(shutdown.clone());
+        shutdown();
+        other.join().unwrap();
+    });
+}

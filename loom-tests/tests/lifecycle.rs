@@ -171,3 +171,38 @@ fn nothing_starts_after_shutdown() {
         assert_eq!(node.start_p2p(|| start_host(&ledger)), StartOutcome::ShutDown);
     });
 }
+
+/// Two shutdowns racing a start (found by the spin model, `model/`): the
+/// start's host must be stopped before *either* shutdown returns, including
+/// one that arrives after the starter has taken the host out but before it
+/// has stopped it.
+#[test]
+fn two_shutdowns_racing_a_start_both_wait_for_the_stop() {
+    loom_tests::model(|| {
+        let node = node();
+        let ledger = Arc::new(HostLedger::default());
+        let starter = {
+            let (node, ledger) = (node.clone(), ledger.clone());
+            thread::spawn(move || node.start_p2p(|| start_host(&ledger)))
+        };
+        let other = {
+            let (node, ledger) = (node.clone(), ledger.clone());
+            thread::spawn(move || {
+                node.shutdown_p2p();
+                assert_eq!(
+                    ledger.running(),
+                    0,
+                    "a host is running after the second shutdown returned"
+                );
+            })
+        };
+        node.shutdown_p2p();
+        assert_eq!(ledger.running(), 0, "a host is running after shutdown returned");
+        other.join().unwrap();
+        starter.join().unwrap();
+        assert_eq!(
+            ledger.stops.load(Ordering::SeqCst),
+            ledger.starts.load(Ordering::SeqCst)
+        );
+    });
+}

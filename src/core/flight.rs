@@ -335,6 +335,9 @@ impl Cache {
     /// fetch in flight for it, else by running `fetch` (with the stale entry,
     /// if any) as the leader. Blocks the calling thread while following; async
     /// callers use [`Cache::begin`] and await the [`Follower`].
+    ///
+    /// `fetch` may use the cache freely, except to fetch the same key again:
+    /// it would follow its own flight and wait for itself.
     pub fn get_or_fetch<F>(&self, key: &CacheKey, fetch: F) -> Result<Served, FetchFailed>
     where
         F: FnOnce(Option<&Entry>) -> Result<Fetched, FetchFailed>,

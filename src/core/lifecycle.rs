@@ -11,7 +11,7 @@
 //!
 //!   Disabled: P2P off by configuration (local-only); never leaves.
 //!   Idle, BackingOff, Degraded, Disabled ── shutdown() ──▶ Stopped
-//!   Starting ── shutdown() ──▶ (stop requested) ── starter returns ──▶ Stopped
+//!   Starting ── shutdown() ──▶ (stop requested) ── starter returns ──▶ Stopping ──▶ Stopped
 //! ```
 //!
 //! # Invariants
@@ -22,10 +22,14 @@
 //! - **No lock across foreign code.** The starter, `P2pHost::peer_id`,
 //!   `P2pHost::stop` and the clock all run with the lifecycle lock released.
 //! - **Stopped means stopped.** When shutdown races a start in progress it
-//!   only records the request; the starter's caller, on return, stops the new
-//!   host *before* publishing the outcome, and shutdown waits for that
-//!   outcome. So when `shutdown` returns no host is running, and none can be
-//!   started again: `Stopped` is final.
+//!   only records the request; the starter's caller, on return, moves to
+//!   `Stopping`, stops the new host, records `Stopped`, and only then
+//!   publishes the outcome that shutdown waits for. A shutdown arriving in
+//!   between finds `Stopping` and waits too. So when any `shutdown` returns
+//!   no host is running, and none can be started again: `Stopped` is final.
+//!   (The spin model in `model/` found the earlier version of this, which
+//!   recorded `Stopped` before stopping the host, letting a second shutdown
+//!   return early.)
 //! - **Exactly one stop.** A host is moved out of the state by whoever
 //!   stops it, so it cannot be stopped twice; concurrent shutdowns wait for
 //!   the one in progress (`Stopping`).
@@ -236,21 +240,25 @@ impl Lifecycle {
         }
     }
 
-    /// Records a finished start attempt (lock held). Returns the outcome and
-    /// the host to stop, if shutdown asked for it meanwhile.
+    /// Records a finished start attempt (lock held). Returns the outcome and,
+    /// if shutdown asked for it meanwhile, the host to stop with the
+    /// `Stopping` cell to publish once it is stopped.
     fn finish_start(
         &mut self,
         result: Result<(Box<dyn P2pHost>, String), String>,
         now: Timestamp,
-    ) -> (StartOutcome, Option<Box<dyn P2pHost>>) {
+    ) -> (StartOutcome, Option<(Box<dyn P2pHost>, Arc<OutcomeCell<()>>)>) {
         let stop_requested = match &self.state {
             State::Starting { stop_requested, .. } => *stop_requested,
             _ => unreachable!("only the starter leaves Starting"),
         };
         match (result, stop_requested) {
             (Ok((host, _)), true) => {
-                self.state = State::Stopped;
-                (StartOutcome::ShutDown, Some(host))
+                // Not `Stopped` yet: the host runs until the starter's caller
+                // stops it, and a shutdown arriving meanwhile must wait.
+                let done = Arc::new(OutcomeCell::new());
+                self.state = State::Stopping { done: done.clone() };
+                (StartOutcome::ShutDown, Some((host, done)))
             }
             (Err(error), true) => {
                 self.last_error = Some(error);
@@ -312,7 +320,13 @@ impl StartAttempt<'_> {
             cell: &self.attempt,
             value: Some(outcome.clone()),
         };
-        if let Some(host) = to_stop {
+        if let Some((host, done)) = to_stop {
+            // Dropped before `_publish`: `Stopped` and the `Stopping` waiters
+            // are released first, then the attempt's waiters.
+            let _finish = StopInProgress {
+                cache: self.cache,
+                done,
+            };
             host.stop();
         }
         outcome
