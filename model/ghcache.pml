@@ -362,6 +362,7 @@ inline stats() {
     assert(SUM(coalesced) <= SUM(stale) + SUM(misses));              /* stats_consistent */
     assert(entry[0] + entry[1] + SUM(expired) + SUM(invals) <= SUM(inserts));
     assert(lstate != L_RUNNING || hosts == 1);                       /* stats_consistent */
+    assert(hosts == 0 || lstate == L_STARTING || lstate == L_RUNNING || lstate == L_STOPPING);
     release(LIFE);
     release(1);
     release(0)
@@ -505,11 +506,18 @@ inline start_p2p() {
        acquire(LIFE);
        assert(lstate == L_STARTING && lattempt == c);   /* unreachable!() */
        if
-       :: lstopreq && ok -> out = O_SHUTDOWN
+       :: lstopreq && ok ->
+          out = O_SHUTDOWN;
 #ifdef AS_IS_STOPPED_EARLY
           /* src/core/lifecycle.rs as committed: Stopped is recorded before
            * the host is stopped (README: known core bug). */
-          ; lstate = L_STOPPED
+          lstate = L_STOPPED
+#else
+          /* proposed fix: Stopping { done } while the starter stops the
+           * host, as shutdown's own Stop path does */
+          newcell(d);
+          ldone = d;
+          lstate = L_STOPPING
 #endif
        :: lstopreq && !ok -> lstate = L_STOPPED; out = O_SHUTDOWN
        :: !lstopreq && ok -> lfail = 0; lstate = L_RUNNING; out = O_RUNNING
@@ -525,11 +533,14 @@ inline start_p2p() {
      };
      if
      :: out == O_SHUTDOWN && ok ->
+        callback(0);                                    /* P2pHost::stop, no lock held */
         atomic { assert(hosts == 1); hosts-- };         /* host.stop() */
 #ifndef AS_IS_STOPPED_EARLY
-        /* proposed fix: leave Starting only once the host is stopped, so a
-         * later shutdown waits for the attempt as well */
-        atomic { acquire(LIFE); lstate = L_STOPPED; release(LIFE) }
+        /* proposed fix, continued: then Stopped, and `done` published
+         * (a StopInProgress), before the attempt's outcome */
+        atomic { acquire(LIFE); lstate = L_STOPPED; release(LIFE) };
+        publish(d, 1);
+        d = 0
 #endif
      :: else
      fi;
@@ -569,6 +580,7 @@ inline shutdown_p2p() {
   :: role == 0 -> skip
   :: role == 1 -> cwait(c, out)
   :: role == 2 ->
+     callback(0);                                           /* P2pHost::stop, no lock held */
      atomic { assert(hosts == 1); hosts-- };                /* host.stop(): once */
      atomic { acquire(LIFE); lstate = L_STOPPED; release(LIFE) };
      publish(c, 1)
@@ -610,7 +622,7 @@ inline node_init() {
  * reports that state. (Callbacks run while the client may hold a lock in a
  * bug variant, so callback() commits to its choice first.) */
 proctype client(byte me) {
-  byte n, i, j, k, c, out, res, ok, role, op, tmp, wakers, s1, s2;
+  byte n, i, j, k, c, d, out, res, ok, role, op, tmp, wakers, s1, s2;
   do
   :: n < NOPS ->
 #if defined(S_FLIGHT)
