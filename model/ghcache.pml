@@ -508,13 +508,13 @@ inline start_p2p() {
        if
        :: lstopreq && ok ->
           out = O_SHUTDOWN;
-#ifdef AS_IS_STOPPED_EARLY
-          /* src/core/lifecycle.rs as committed: Stopped is recorded before
-           * the host is stopped (README: known core bug). */
+#ifdef BUG_STOPPED_BEFORE_STOP
+          /* src/core/lifecycle.rs as first committed: Stopped is recorded
+           * before the host is stopped (README: found by this model, fixed). */
           lstate = L_STOPPED
 #else
-          /* proposed fix: Stopping { done } while the starter stops the
-           * host, as shutdown's own Stop path does */
+          /* the fix: Stopping { done } while the starter stops the host,
+           * as shutdown's own Stop path does */
           newcell(d);
           ldone = d;
           lstate = L_STOPPING
@@ -535,8 +535,8 @@ inline start_p2p() {
      :: out == O_SHUTDOWN && ok ->
         callback(0);                                    /* P2pHost::stop, no lock held */
         atomic { assert(hosts == 1); hosts-- };         /* host.stop() */
-#ifndef AS_IS_STOPPED_EARLY
-        /* proposed fix, continued: then Stopped, and `done` published
+#ifndef BUG_STOPPED_BEFORE_STOP
+        /* the fix, continued: then Stopped, and `done` published
          * (a StopInProgress), before the attempt's outcome */
         atomic { acquire(LIFE); lstate = L_STOPPED; release(LIFE) };
         publish(d, 1);
