@@ -33,6 +33,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
+pub mod p2p;
 pub mod shutdown;
 pub mod store;
 pub mod tools;

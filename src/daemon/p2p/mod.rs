@@ -1,0 +1,3 @@
+//! The P2P node (in progress): its wire format first.
+
+pub mod wire;
