@@ -170,7 +170,7 @@ async fn jsonrpc_errors_have_standard_codes() {
     let (s, v) = d.post_raw(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &[]).await;
     assert_eq!((s, v), (202, Value::Null));
     let (_, v) = d.post_raw(r#"[{"jsonrpc":"2.0","method":"ping","id":1},{"jsonrpc":"2.0","method":"tools/list","id":2}]"#, &[]).await;
-    assert_eq!(v[1]["result"]["tools"].as_array().unwrap().len(), 12);
+    assert_eq!(v[1]["result"]["tools"].as_array().unwrap().len(), 13);
     // Oversized body.
     let big = format!(r#"{{"jsonrpc":"2.0","method":"ping","id":1,"pad":"{}"}}"#, "x".repeat(100 * 1024));
     let (s, _) = d.post_raw(big, &[]).await;

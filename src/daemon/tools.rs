@@ -64,6 +64,8 @@ pub enum ToolCall {
     Invalidate(Invalidate),
     /// `gh_get_auth_status`.
     AuthStatus,
+    /// `gh_list_peers`.
+    ListPeers,
     /// Any GitHub read: its key and request.
     Read(CacheKey, Request),
 }
@@ -77,7 +79,12 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
         json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
     };
     vec![
-        ("gh_get_cache_stats", "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id).", obj(json!({}), &[])),
+        (
+            "gh_get_cache_stats",
+            "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id), and `aggregate` over the fleet.",
+            obj(json!({}), &[]),
+        ),
+        ("gh_list_peers", "The P2P peers this node is connected to (Peer ID, addresses, agent, ping).", obj(json!({}), &[])),
         (
             "gh_invalidate_cache",
             "Drop cached entries: all, or those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed).",
@@ -275,6 +282,10 @@ impl ToolCall {
                 Args::new(arguments, &[])?;
                 Ok(ToolCall::Stats)
             }
+            "gh_list_peers" => {
+                Args::new(arguments, &[])?;
+                Ok(ToolCall::ListPeers)
+            }
             "gh_invalidate_cache" => {
                 let a = Args::new(arguments, &["pattern"])?;
                 let pattern = a.str_opt("pattern")?.unwrap_or("*");
@@ -403,12 +414,13 @@ mod tests {
         let mut names: Vec<_> = defs.iter().map(|d| d.0).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 13);
     }
 
     #[test]
     fn parse_validates() {
         assert_eq!(ToolCall::parse("gh_get_cache_stats", None), Ok(ToolCall::Stats));
+        assert_eq!(ToolCall::parse("gh_list_peers", None), Ok(ToolCall::ListPeers));
         assert_eq!(ToolCall::parse("nope", None).unwrap_err().code, -32601);
         assert_eq!(ToolCall::parse("gh_get_repo", Some(&json!({}))).unwrap_err().code, -32602);
         assert_eq!(ToolCall::parse("gh_get_repo", Some(&json!({"repo": "../x"}))).unwrap_err().code, -32602);

@@ -1,0 +1,290 @@
+//! A fleet of `ghcache daemon` processes on 127.0.0.1 in one private swarm,
+//! in front of one fake GitHub: each key is fetched from GitHub once for
+//! the whole fleet; the others are peer hits; killing an owner leaves the
+//! others answering; a restarted node keeps its Peer ID.
+#![cfg(feature = "daemon")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::FakeGithub;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Option<Child>,
+    http: u16,
+    p2p: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Node {
+    fn spawn(name: &str, github: &str, bootstrap: Option<u16>, extra: &[&str]) -> Node {
+        let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (http, p2p) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--p2p-listen",
+            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            "--github-api-url",
+            github,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--upstream-retries",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(b) = bootstrap {
+            args.push("--bootstrap".into());
+            args.push(format!("/ip4/127.0.0.1/tcp/{b}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut node = Node {
+            child: None,
+            http,
+            p2p,
+            dir,
+            args,
+            client: reqwest::Client::new(),
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
+            .args(&self.args)
+            .env("GITHUB_TOKEN", "test-token")
+            .env("RUST_LOG", "info")
+            .env_remove("GHCACHE_SWARM_KEY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("GHCACHE_MCP_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn call(&self, name: &str, args: Value) -> Value {
+        let body =
+            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
+        let r = self
+            .client
+            .post(format!("http://127.0.0.1:{}/jsonrpc", self.http))
+            .body(body.to_string())
+            .send()
+            .await;
+        match r {
+            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn peer_count(&self) -> u64 {
+        self.call("gh_list_peers", json!({})).await["result"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    async fn stats(&self) -> Value {
+        self.call("gh_get_cache_stats", json!({})).await["result"].clone()
+    }
+}
+
+async fn wait_mesh(nodes: &[&Node], peers: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut counts = Vec::new();
+        for n in nodes {
+            counts.push(n.peer_count().await);
+        }
+        if counts.iter().all(|c| *c == peers) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
+            panic!(
+                "no full mesh within 30 s: peer counts {counts:?}\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
+    let mut calls = Vec::new();
+    for n in nodes {
+        for i in keys.clone() {
+            calls.push(async move {
+                let v = n.call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+                assert_eq!(v["result"]["data"]["path"], json!(format!("/repos/o/r{i}")), "{v}");
+                v["result"]["cache_mode"].as_str().unwrap().to_string()
+            });
+        }
+    }
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
+    let github = FakeGithub::start().await;
+    // Node 0 is the bootstrap; 1 and 2 know only node 0 and must find each
+    // other through peer exchange.
+    let mut n0 = Node::spawn("n0", &github.url(), None, &[]);
+    let n1 = Node::spawn("n1", &github.url(), Some(n0.p2p), &[]);
+    let mut n2 = Node::spawn("n2", &github.url(), Some(n0.p2p), &[]);
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for n in [&n0, &n1, &n2] {
+            v.push(
+                n.stats().await["peer_id"]
+                    .as_str()
+                    .expect("peer_id while running")
+                    .to_string(),
+            );
+        }
+        v
+    };
+    for n in [&n0, &n1, &n2] {
+        assert_eq!(n.log().matches("Peer ID: ").count(), 1, "{}", n.log());
+    }
+
+    // 50 keys, each asked on all 3 nodes at once.
+    let before = github.requests();
+    let modes = read_all(&[&n0, &n1, &n2], 0..50).await;
+    let upstream = github.requests() - before;
+    let peer = modes.iter().filter(|m| *m == "peer").count();
+    eprintln!(
+        "3 nodes x 50 keys: fake GitHub saw {upstream} requests; {peer} of {} answers were peer hits",
+        modes.len()
+    );
+    assert_eq!(upstream, 50, "one GitHub request per key across the fleet");
+    let agg = n0.stats().await["aggregate"].clone();
+    eprintln!("aggregate: {agg}");
+    assert_eq!(agg["nodes"], json!(3), "{agg}");
+    assert_eq!(agg["api_calls"], json!(50), "{agg}");
+    assert_eq!(agg["peer_hits"].as_u64().unwrap() as usize, peer, "{agg}");
+    assert!(peer >= 90, "most non-owner reads are peer hits: {peer}");
+
+    // Kill node 2 (owner of about a third of the keys): new keys still
+    // answer on the others, through GitHub when the owner is gone.
+    n2.kill();
+    let modes = read_all(&[&n0, &n1], 100..130).await;
+    assert_eq!(modes.len(), 60);
+    wait_mesh(&[&n0, &n1], 1).await;
+
+    // Restarted with the same data directory: the same Peer ID, and it
+    // rejoins the mesh.
+    n2.start();
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    let again = n2.stats().await["peer_id"].as_str().unwrap().to_string();
+    assert_eq!(again, ids[2]);
+    assert_eq!(n2.log().matches("Peer ID: ").count(), 1);
+    let metrics = n0
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", n0.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ghcache_p2p_peers 2"), "{metrics}");
+
+    // SIGTERM: the graceful shutdown stops the P2P node too, in time.
+    let mut c = n0.child.take().unwrap();
+    let t0 = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", n0.log());
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(n0.log().contains("P2P node stopping"), "{}", n0.log());
+    wait_mesh(&[&n1, &n2], 1).await;
+    for n in [&n0, &n1, &n2] {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+}
+
+#[tokio::test]
+async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("ghcache-fleet-nokey-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("stderr.log");
+    let http = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
+        .args([
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-store",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env_remove("GHCACHE_SWARM_KEY")
+        .env("PATH", "/nonexistent") // no `gh` to ask for a token
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("listening") || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.contains("P2P off: no swarm key"), "{log}");
+    assert!(!log.contains("Peer ID:"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
