@@ -3,6 +3,8 @@
 //! file descriptor behind.
 #![cfg(feature = "daemon")]
 
+mod common;
+
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ use ghcache::core::P2pHost;
 use ghcache::daemon::p2p::{self, wire, Client, Limits, P2pMetrics, Responder, Settings};
 use libp2p::pnet::PreSharedKey;
 use std::sync::Arc;
+
+use common::free_port;
 
 struct Fixed;
 
@@ -36,14 +40,6 @@ impl Responder for Fixed {
             ..Default::default()
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn settings(name: &str, port: u16, psk: PreSharedKey, bootstrap: Option<u16>) -> Settings {

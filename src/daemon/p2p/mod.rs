@@ -404,9 +404,13 @@ impl Client {
     }
 }
 
-/// The codec of [`PROTOCOL`]: one frame each way ([`wire`]).
+/// The codec of [`PROTOCOL`]: one frame each way ([`wire`]). Counts
+/// inbound requests it refuses (request-response reports no event for
+/// them: the stream is just closed).
 #[derive(Clone, Default)]
-pub struct Codec;
+pub struct Codec {
+    metrics: Arc<P2pMetrics>,
+}
 
 /// Largest request frame (a key and a path with a few parameters).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -420,8 +424,15 @@ impl request_response::Codec for Codec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        let frame = wire::read_frame(io, MAX_REQUEST_FRAME).await?;
-        Ok(wire::decode_request(&frame)?)
+        let result = match wire::read_frame(io, MAX_REQUEST_FRAME).await {
+            Ok(frame) => wire::decode_request(&frame).map_err(io::Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "bad inbound request; stream closed");
+        }
+        result
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<wire::Response>
@@ -512,6 +523,7 @@ pub fn start(
     let limits = settings.limits;
     let mdns_on = settings.mdns;
     let request_timeout = settings.request_timeout;
+    let codec_metrics = metrics.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| -> Result<_, StartError> {
@@ -537,7 +549,8 @@ pub fn start(
                         .with_max_pending_incoming(Some(limits.pending))
                         .with_max_pending_outgoing(Some(limits.pending)),
                 ),
-                rr: request_response::Behaviour::new(
+                rr: request_response::Behaviour::with_codec(
+                    Codec { metrics: codec_metrics },
                     [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(request_timeout)
@@ -904,9 +917,6 @@ impl EventLoop {
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
-                if matches!(error, request_response::InboundFailure::Io(_)) {
-                    self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                }
                 tracing::debug!(%peer, %error, "inbound request failed");
             }
             Event::ResponseSent { .. } => {}
