@@ -198,11 +198,38 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert_eq!(agg["peer_hits"].as_u64().unwrap() as usize, peer, "{agg}");
     assert!(peer >= 90, "most non-owner reads are peer hits: {peer}");
 
-    // Kill node 2 (owner of about a third of the keys): new keys still
-    // answer on the others, through GitHub when the owner is gone.
-    n2.kill();
-    let modes = read_all(&[&n0, &n1], 100..130).await;
+    // Kill node 2 (owner of about a third of the keys) while it is asking
+    // GitHub on the others' behalf: their asks fail and they fetch
+    // themselves (fallback); every read still answers.
+    github.state.delay_ms.store(400, std::sync::atomic::Ordering::SeqCst);
+    let pair = [&n0, &n1];
+    let reads = read_all(&pair, 100..130);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        n2.kill();
+    };
+    let (modes, ()) = tokio::join!(reads, killer);
+    github.state.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(modes.len(), 60);
+    let mut fallbacks = 0;
+    for n in [&n0, &n1] {
+        let m = n
+            .client
+            .get(format!("http://127.0.0.1:{}/metrics", n.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        fallbacks += m
+            .lines()
+            .find_map(|l| l.strip_prefix("ghcache_p2p_fallbacks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap();
+    }
+    eprintln!("owner killed mid-fetch: {fallbacks} asks fell back to GitHub; all 60 reads answered");
+    assert!(fallbacks > 0, "some asks were in flight at the killed owner");
     wait_mesh(&[&n0, &n1], 1).await;
 
     // Restarted with the same data directory: the same Peer ID, and it
@@ -279,4 +306,97 @@ async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
     assert!(log.contains("P2P off: no swarm key"), "{log}");
     assert!(!log.contains("Peer ID:"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn proc_counts(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// The figures of docs/p2p.md: `cargo test --release --test fleet -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark; prints figures"]
+async fn bench_five_nodes() {
+    let github = FakeGithub::start().await;
+    let first = Node::spawn("b0", &github.url(), None, &[]);
+    let mut nodes = vec![first];
+    for i in 1..5 {
+        let boot = nodes[0].p2p;
+        nodes.push(Node::spawn(&format!("b{i}"), &github.url(), Some(boot), &[]));
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_mesh(&refs, 4).await;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.child.as_ref().unwrap().id()).collect();
+    let rest: Vec<(usize, usize)> = pids.iter().map(|p| proc_counts(*p)).collect();
+
+    // 200 keys asked on all 5 nodes at once, while fds and threads are
+    // sampled.
+    let keys = 200;
+    let before = github.requests();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pids, sampling) = (pids.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut peak = vec![(0, 0); pids.len()];
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, p) in pids.iter().enumerate() {
+                    let (f, t) = proc_counts(*p);
+                    peak[i] = (peak[i].0.max(f), peak[i].1.max(t));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        })
+    };
+    let t0 = Instant::now();
+    let modes = read_all(&refs, 0..keys).await;
+    let elapsed = t0.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.await.unwrap();
+    let upstream = github.requests() - before;
+    let peer = modes.iter().filter(|m| *m == "peer").count();
+
+    // Peer-hit latency: node 0 reads 200 new keys (each owner fetches
+    // its share); then node 1 reads them one by one: the keys others own
+    // are peer hits served from the owner's cache.
+    read_all(&refs[..1], 1000..1000 + keys).await;
+    let mut lat = Vec::new();
+    for i in 1000..1000 + keys {
+        let t = Instant::now();
+        let v = nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+        if v["result"]["cache_mode"] == "peer" {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+    let mut hit = Vec::new();
+    for i in 1000..1000 + keys {
+        let t = Instant::now();
+        nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+        hit.push(t.elapsed());
+    }
+    hit.sort();
+    eprintln!("5 nodes x {keys} keys at once: {upstream} GitHub requests = {:.2} per key; {peer} of {} answers were peer hits; {:?}", upstream as f64 / keys as f64, modes.len(), elapsed);
+    eprintln!(
+        "peer hit over /jsonrpc on loopback ({} samples): p50 {:?}, p99 {:?}; local hit p50 {:?}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        hit[hit.len() / 2]
+    );
+    eprintln!("fds/threads per node at rest: {rest:?}; peak under load: {peak:?}");
+    for n in &nodes {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
 }
