@@ -400,3 +400,39 @@ async fn bench_five_nodes() {
         let _ = std::fs::remove_dir_all(&n.dir);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
+    let github = FakeGithub::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // A later --p2p-listen overrides the one Node::spawn picks.
+    let node = Node::spawn(
+        "busy",
+        &github.url(),
+        None,
+        &["--p2p-listen", &format!("/ip4/127.0.0.1/tcp/{port}")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let s = node.stats().await;
+        if s["p2p"]["failures"].as_u64().unwrap_or(0) >= 1 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats["peer_id"], Value::Null, "{stats}");
+    assert!(node.log().contains("P2P start failed"), "{}", node.log());
+    // Local-only meanwhile: reads work.
+    let v = node.call("gh_get_repo", json!({"repo": "o/busy"})).await;
+    assert_eq!(v["result"]["cache_mode"], "miss", "{v}");
+    // The port frees up: a later attempt (after the backoff) starts it.
+    drop(taken);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.stats().await["peer_id"].is_null() {
+        assert!(Instant::now() < deadline, "P2P never started: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(node.log().matches("Peer ID: ").count(), 1, "{}", node.log());
+    let _ = std::fs::remove_dir_all(&node.dir);
+}
