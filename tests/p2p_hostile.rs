@@ -1,6 +1,6 @@
 //! A peer inside the swarm (right key) that speaks `/ghcache/entry/1`
 //! badly: oversized length prefixes, garbage, truncated frames, trailing
-//! bytes. Each stream is closed without an answer, the node does not
+//! bytes, a slow-loris stream. Each stream is closed without an answer, the node does not
 //! panic, counts the bad frames, and keeps serving well-behaved peers.
 #![cfg(feature = "daemon")]
 
@@ -66,6 +66,15 @@ impl request_response::Codec for Raw {
         io: &mut T,
         req: Vec<u8>,
     ) -> io::Result<()> {
+        // "SLOW": a slow-loris that sends 6 bytes of a valid frame, waits
+        // 8 s, then the rest. A node that waited would answer it.
+        if let Some(frame) = req.strip_prefix(b"SLOW") {
+            io.write_all(&frame[..6]).await?;
+            io.flush().await?;
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            io.write_all(&frame[6..]).await?;
+            return io.close().await;
+        }
         io.write_all(&req).await?;
         io.close().await
     }
@@ -112,7 +121,7 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         .with_tokio()
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
             let noise = noise::Config::new(key)?;
-            Ok(tcp::tokio::Transport::new(tcp::Config::default())
+            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                 .and_then(move |s, _| PnetConfig::new(psk).handshake(s))
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
@@ -122,7 +131,7 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         .with_behaviour(|_| {
             request_response::Behaviour::<Raw>::new(
                 [(StreamProtocol::new(p2p::PROTOCOL), ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             )
         })
         .unwrap()
@@ -132,6 +141,13 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
     valid_with_tail.extend_from_slice(b"tail");
     let mut trailing = wire::encode_request(&wire::Request::Stats).unwrap();
     trailing.push(0);
+    let entry = wire::Request::Entry {
+        key: "repo:repo=o/r".into(),
+        path: "/repos/o/r".into(),
+        query: Vec::new(),
+        shape: wire::WireShape::Single,
+        limit: None,
+    };
     let hostile: Vec<(&str, Vec<u8>)> = vec![
         (
             "oversized prefix",
@@ -146,6 +162,10 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         ("trailing bytes in the payload", frame(&trailing)),
         ("unknown version", frame(&[9, 2])),
         ("empty", Vec::new()),
+        (
+            "slow loris",
+            [&b"SLOW"[..], &frame(&wire::encode_request(&entry).unwrap())].concat(),
+        ),
     ];
     let answers: Vec<(String, Result<Vec<u8>, String>)> = rt.block_on(async {
         evil.dial(
@@ -156,7 +176,7 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         .unwrap();
         let mut ids = std::collections::HashMap::new();
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
         loop {
             let ev = tokio::time::timeout_at(deadline, evil.select_next_some())
                 .await

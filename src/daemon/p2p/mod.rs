@@ -407,9 +407,14 @@ impl Client {
 /// The codec of [`PROTOCOL`]: one frame each way ([`wire`]). Counts
 /// inbound requests it refuses (request-response reports no event for
 /// them: the stream is just closed).
-#[derive(Clone, Default)]
+///
+/// A request must arrive whole within `read_timeout` (at most 10 s), and
+/// request-response bounds each whole inbound exchange by the request
+/// timeout: a slow-loris stream is dropped (`tests/p2p_hostile.rs`).
+#[derive(Clone)]
 pub struct Codec {
     metrics: Arc<P2pMetrics>,
+    read_timeout: Duration,
 }
 
 /// Largest request frame (a key and a path with a few parameters).
@@ -424,9 +429,10 @@ impl request_response::Codec for Codec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        let result = match wire::read_frame(io, MAX_REQUEST_FRAME).await {
-            Ok(frame) => wire::decode_request(&frame).map_err(io::Error::from),
-            Err(e) => Err(e),
+        let result = match tokio::time::timeout(self.read_timeout, wire::read_frame(io, MAX_REQUEST_FRAME)).await {
+            Ok(Ok(frame)) => wire::decode_request(&frame).map_err(io::Error::from),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "request not received in time")),
         };
         if let Err(e) = &result {
             self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -550,7 +556,10 @@ pub fn start(
                         .with_max_pending_outgoing(Some(limits.pending)),
                 ),
                 rr: request_response::Behaviour::with_codec(
-                    Codec { metrics: codec_metrics },
+                    Codec {
+                        metrics: codec_metrics,
+                        read_timeout: request_timeout.min(Duration::from_secs(10)),
+                    },
                     [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(request_timeout)
