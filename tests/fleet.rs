@@ -262,6 +262,16 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(n0.log().contains("P2P node stopping"), "{}", n0.log());
     wait_mesh(&[&n1, &n2], 1).await;
+
+    // The bootstrap node stays down past a redial tick, then comes back:
+    // the others redial it (with backoff) and the mesh forms again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    n0.start();
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    assert!(
+        n1.log().contains("bootstrap peer unreachable"),
+        "n1 redialled while n0 was down"
+    );
     for n in [&n0, &n1, &n2] {
         let _ = std::fs::remove_dir_all(&n.dir);
     }
