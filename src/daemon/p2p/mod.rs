@@ -613,6 +613,8 @@ pub fn start(
         connected: connected_tx,
         pending: HashMap::new(),
         px_pending: HashSet::new(),
+        last_change: Instant::now(),
+        last_px: Instant::now(),
         known: HashMap::new(),
         bootstrap,
     };
@@ -655,11 +657,18 @@ struct EventLoop {
     px_pending: HashSet<OutboundRequestId>,
     known: HashMap<PeerId, Known>,
     bootstrap: Vec<Bootstrap>,
+    /// When the connected set last changed.
+    last_change: Instant,
+    /// When peers were last asked for their peers.
+    last_px: Instant,
 }
 
 /// How often peers are asked for their peers, and bootstrap addresses
 /// checked.
 const TICK: Duration = Duration::from_secs(3);
+/// Peer exchange once the membership has not changed for this long (under
+/// the idle connection timeout, so live peers stay connected).
+const PX_QUIET: Duration = Duration::from_secs(30);
 
 impl EventLoop {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
@@ -681,6 +690,7 @@ impl EventLoop {
     }
 
     fn publish_connected(&mut self) {
+        self.last_change = Instant::now();
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
         self.connected.send_replace(Arc::new(peers));
@@ -704,8 +714,14 @@ impl EventLoop {
                 }
             }
         }
-        // Peer exchange: ask every peer for its peers (also keeps the
-        // connections from going idle).
+        // Peer exchange: ask every peer for its peers, every tick while the
+        // membership is settling, then every PX_QUIET (which also keeps the
+        // connections from going idle). O(peers) requests per round.
+        let settling = now.duration_since(self.last_change) < PX_QUIET;
+        if !settling && now.duration_since(self.last_px) < PX_QUIET {
+            return;
+        }
+        self.last_px = now;
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for p in peers {
             let id = self.swarm.behaviour_mut().rr.send_request(&p, wire::Request::Peers);
