@@ -379,11 +379,7 @@ impl App {
             Ok(k) => k,
             Err(e) => return Response::Error(format!("bad key: {e}")),
         };
-        let path_ok = path.starts_with('/') && !path.contains("..") && !path.contains(['?', '#', ' ', '\\']);
-        if !path_ok {
-            return Response::Error("bad path".into());
-        }
-        let req = Request {
+        let mut req = Request {
             path,
             query,
             shape: match shape {
@@ -394,6 +390,12 @@ impl App {
             },
             limit: limit.map(|l| l as usize),
         };
+        // The request must be the one its key names (a peer cannot file
+        // one path under another's key); the shape follows the operation.
+        match tools::key_of(key.operation(), &req) {
+            Some((expected, shape)) if expected.as_str() == key.as_str() => req.shape = shape,
+            _ => return Response::Error("the request does not match its key".into()),
+        }
         match self.read_with(&key, &req, false).await {
             // A stale answer is not worth spreading: the asker has its own.
             Ok(served) if served.mode == CacheMode::Stale => Response::Error("only a stale entry".into()),

@@ -27,8 +27,9 @@
 //! is reachable. The key comes from a swarm key file, `GHCACHE_SWARM_KEY`,
 //! or is derived from the GitHub token with HKDF-SHA256 under the context
 //! `ghcache swarm key v1` ([`derive_psk`]); the token never leaves the node.
-//! Members of the swarm are trusted to send a key with the request it
-//! names; entries they send are checked for form (key, size, status, ETag).
+//! An owner serves a request only when it is the one its key names
+//! (`tools::key_of`); entries peers send are checked for form (key, size,
+//! status, ETag).
 //!
 //! # What is absent, on purpose
 //! - No QUIC: it would bypass the pre-shared key.
