@@ -73,7 +73,10 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
             .args(&self.args)
             .env("GITHUB_TOKEN", "test-token")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("GHCACHE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("GHCACHE_SWARM_KEY")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("GHCACHE_MCP_TOKEN")
@@ -108,6 +111,11 @@ impl Node {
             Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
             Err(_) => Value::Null,
         }
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        self.client.get(url).send().await.unwrap().text().await.unwrap()
     }
 
     async fn peer_count(&self) -> u64 {
@@ -213,15 +221,7 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert_eq!(modes.len(), 60);
     let mut fallbacks = 0;
     for n in [&n0, &n1] {
-        let m = n
-            .client
-            .get(format!("http://127.0.0.1:{}/metrics", n.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = n.metrics().await;
         fallbacks += m
             .lines()
             .find_map(|l| l.strip_prefix("ghcache_p2p_fallbacks_total "))
@@ -239,15 +239,7 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     let again = n2.stats().await["peer_id"].as_str().unwrap().to_string();
     assert_eq!(again, ids[2]);
     assert_eq!(n2.log().matches("Peer ID: ").count(), 1);
-    let metrics = n0
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", n0.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = n0.metrics().await;
     assert!(metrics.contains("ghcache_p2p_peers 2"), "{metrics}");
 
     // SIGTERM: the graceful shutdown stops the P2P node too, in time.
@@ -406,6 +398,25 @@ async fn bench_five_nodes() {
         hit[hit.len() / 2]
     );
     eprintln!("fds/threads per node at rest: {rest:?}; peak under load: {peak:?}");
+    let mut p2p_lines = Vec::new();
+    for n in &nodes {
+        let m = n.metrics().await;
+        p2p_lines.push(
+            m.lines()
+                .filter(|l| l.starts_with("ghcache_p2p_") && !l.contains("bad_frames"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    eprintln!("P2P metrics per node:\n{}", p2p_lines.join("\n"));
+    if std::env::var_os("GHCACHE_TEST_LOG").is_some() {
+        for n in &nodes {
+            for l in n.log().lines().filter(|l| l.contains("did not answer")).take(3) {
+                eprintln!("{l}");
+            }
+        }
+    }
     for n in &nodes {
         let _ = std::fs::remove_dir_all(&n.dir);
     }

@@ -316,7 +316,7 @@ impl App {
             },
             limit: req.limit.map(|l| l.min(u32::MAX as usize - 1) as u32),
         };
-        let result = match client.ask(owner, wire_req).await {
+        let result = match client.ask_retrying(owner, wire_req).await {
             Ok(res) => self.entry_from_peer(key, res),
             Err(e) => Err(e),
         };

@@ -361,6 +361,21 @@ impl Client {
         owner_of(key.as_str(), &self.local, &peers)
     }
 
+    /// [`Client::ask`], asked a second time after 50 ms when the first
+    /// failed fast while the peer is still connected (a connection at its
+    /// stream bound drops new streams).
+    pub async fn ask_retrying(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
+        let started = Instant::now();
+        match self.ask(peer, req.clone()).await {
+            Err(e) if started.elapsed() < Duration::from_secs(1) && self.connected().contains(&peer) => {
+                tracing::debug!(%peer, error = %e, "ask failed fast; asking once more");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.ask(peer, req).await
+            }
+            other => other,
+        }
+    }
+
     /// Sends `req` to `peer` and waits for the answer (bounded by the
     /// request timeout).
     pub async fn ask(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
@@ -417,6 +432,11 @@ pub struct Codec {
     metrics: Arc<P2pMetrics>,
     read_timeout: Duration,
 }
+
+/// Concurrent request-response streams per connection, both directions
+/// together. Bounds memory: inbound requests are at most
+/// [`MAX_REQUEST_FRAME`] each.
+pub const MAX_STREAMS: usize = 256;
 
 /// Largest request frame (a key and a path with a few parameters).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -564,7 +584,10 @@ pub fn start(
                     [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(request_timeout)
-                        .with_max_concurrent_streams(64),
+                        // Inbound and outbound streams of a connection share
+                        // this bound; a burst beyond it fails fast (the asker
+                        // retries once, then fetches itself).
+                        .with_max_concurrent_streams(MAX_STREAMS),
                 ),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/ghcache/1.0.0".into(), key.public())
