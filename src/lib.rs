@@ -18,8 +18,10 @@
 //!   model-checked.
 //! - `daemon` (feature `daemon`, on by default): the thin tokio wrapper:
 //!   config, GitHub upstream, MCP and JSON-RPC tools, reverse proxy, redb
-//!   store, metrics, shutdown. It holds no lock of its own around cache
-//!   state; every read goes through the core's single flight.
+//!   store, metrics, shutdown, and the P2P node (`daemon::p2p`: a private
+//!   libp2p swarm; a key's owner among the peers is asked before GitHub).
+//!   It holds no lock of its own around cache state; every read goes
+//!   through the core's single flight.
 //! - [`sync`]: the facade through which the core gets its locks and atomics:
 //!   std normally, loom under `--cfg loom`.
 //!

@@ -41,7 +41,11 @@ Flags (each also a key of the --config TOML file, e.g. github_api_url):
   --data-dir DIR           store directory [$STATE_DIRECTORY, $XDG_STATE_HOME/ghcache, ~/.local/state/ghcache]
   --github-api-url URL     GitHub REST root [https://api.github.com]
   --mcp-token TOKEN        require `Authorization: Bearer TOKEN` (also GHCACHE_MCP_TOKEN)
-  --no-p2p                 accepted; P2P is not implemented yet
+  --no-p2p                 local-only: no P2P node
+  --p2p-listen MULTIADDR   P2P address [/ip4/0.0.0.0/tcp/9100]
+  --bootstrap MULTIADDR    a peer to dial (repeatable), e.g. /ip4/10.0.0.2/tcp/9100
+  --mdns true|false        find peers on the LAN [false]
+  --swarm-key-file FILE    private swarm key (else GHCACHE_SWARM_KEY, else derived from the GitHub token)
   --no-store               keep the cache in memory only
   --log-json               JSON log lines
   --config FILE            TOML file with the same keys (see deploy/ghcache.example.toml)
@@ -56,7 +60,7 @@ mod daemon {
 
     use ghcache::core::{LifecycleConfig, Node};
     use ghcache::daemon::config::{Config, TokenSource};
-    use ghcache::daemon::{shutdown, spawn, App, DaemonClock};
+    use ghcache::daemon::{p2p, shutdown, spawn, App, DaemonClock};
 
     /// Runs the daemon; returns the exit code.
     pub fn main(args: Vec<String>) -> i32 {
@@ -112,9 +116,13 @@ mod daemon {
             ),
             source => tracing::info!(?source, "GitHub token found"),
         }
-        if config.p2p {
-            tracing::info!("P2P is not implemented yet; running local-only (pass --no-p2p to silence this)");
-        }
+        let p2p_settings = match p2p::settings(&config) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                tracing::info!("{why}");
+                None
+            }
+        };
         // Before anything can tell systemd we are ready.
         let mut signals = match shutdown::Signals::install() {
             Ok(s) => s,
@@ -124,7 +132,12 @@ mod daemon {
             }
         };
         let clock = ghcache::sync::StdArc::new(DaemonClock::new());
-        let node = match Node::init(config.cache.clone(), LifecycleConfig::disabled(), clock.clone()) {
+        let lifecycle = if p2p_settings.is_some() {
+            LifecycleConfig::default()
+        } else {
+            LifecycleConfig::disabled()
+        };
+        let node = match Node::init(config.cache.clone(), lifecycle, clock.clone()) {
             Ok(node) => node,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create the cache node");
@@ -150,13 +163,19 @@ mod daemon {
                 return 1;
             }
         };
+        let starting = p2p_settings.map(|s| tokio::spawn(p2p::lifecycle(node.clone(), running.app.clone(), s)));
         shutdown::notify(&format!("READY=1\nSTATUS=listening on {}", running.addr));
         let signal = signals.recv().await;
         tracing::info!(signal, "shutting down");
         shutdown::notify("STOPPING=1");
+        if let Some(task) = starting {
+            task.abort();
+        }
+        let app = running.app.clone();
         // Drain 6 s + flush 3 s stays within systemd's and our 10 s.
         running.shutdown(Duration::from_secs(6)).await;
-        node.shutdown_p2p();
+        // Stops the host exactly once (blocking: off the async threads).
+        p2p::shutdown(node.clone(), &app).await;
         tracing::info!("stopped");
         0
     }

@@ -142,7 +142,8 @@ fn example_config_is_valid() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghcache.example.toml")).unwrap();
     config.apply_toml(&text).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
-    assert!(!config.p2p);
+    assert!(config.p2p && !config.mdns && config.bootstrap.is_empty());
+    assert_eq!(config.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
 }
 
 /// Starts the binary with `args` and a fresh notify socket in `dir`,

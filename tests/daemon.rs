@@ -199,7 +199,7 @@ async fn jsonrpc_errors_have_standard_codes() {
             &[],
         )
         .await;
-    assert_eq!(v[1]["result"]["tools"].as_array().unwrap().len(), 12);
+    assert_eq!(v[1]["result"]["tools"].as_array().unwrap().len(), 13);
     // Oversized body.
     let big = format!(
         r#"{{"jsonrpc":"2.0","method":"ping","id":1,"pad":"{}"}}"#,
@@ -525,4 +525,85 @@ async fn shutdown_lets_in_flight_requests_finish() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+/// What an owner answers a peer: the entry, through its single flight; a
+/// request filed under another read's key, or garbage keys, get an error
+/// and cost no GitHub request.
+#[tokio::test]
+async fn serve_peer_answers_matching_requests_only() {
+    use ghcache::daemon::p2p::wire::{Request, Response, WireShape};
+    let github = FakeGithub::start().await;
+    let d = Daemon::start(test_config(&github)).await;
+    let ask = |key: &str, path: &str| Request::Entry {
+        key: key.into(),
+        path: path.into(),
+        query: vec![],
+        shape: WireShape::Single,
+        limit: None,
+    };
+    let app = &d.running.app;
+    match app.serve_peer(ask("repo:repo=o/r", "/repos/o/r")).await {
+        Response::Entry {
+            key,
+            status,
+            etag,
+            body,
+            ..
+        } => {
+            assert_eq!((key.as_str(), status), ("repo:repo=o/r", 200));
+            assert!(etag.is_some());
+            assert!(String::from_utf8(body).unwrap().contains("/repos/o/r"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(github.requests(), 1);
+    for (key, path) in [
+        ("repo:repo=o/r", "/repos/o/other"),
+        ("repo:repo=o/r", "/user"),
+        ("not a key", "/repos/o/r"),
+        ("repo:repo=o/x", "/repos/o/x/../r"),
+    ] {
+        let res = app.serve_peer(ask(key, path)).await;
+        assert!(matches!(res, Response::Error(_)), "{key} {path}: {res:?}");
+    }
+    assert_eq!(github.requests(), 1);
+    // The asker's check of an answer: key, ETag form.
+    let key = ghcache::core::CacheKey::parse("repo:repo=o/r").unwrap();
+    let good = Response::Entry {
+        key: key.as_str().into(),
+        status: 200,
+        etag: Some("\"v\"".into()),
+        age_ms: 0,
+        ttl_ms: 1000,
+        body: b"{}".to_vec(),
+    };
+    assert!(app.entry_from_peer(&key, good).is_ok());
+    let wrong_key = Response::Entry {
+        key: "repo:repo=o/x".into(),
+        status: 200,
+        etag: None,
+        age_ms: 0,
+        ttl_ms: 1000,
+        body: vec![],
+    };
+    assert!(app.entry_from_peer(&key, wrong_key).is_err());
+    let bad_etag = Response::Entry {
+        key: key.as_str().into(),
+        status: 200,
+        etag: Some("bad\netag".into()),
+        age_ms: 0,
+        ttl_ms: 1000,
+        body: vec![],
+    };
+    assert!(app.entry_from_peer(&key, bad_etag).is_err());
+    let bad_status = Response::Entry {
+        key: key.as_str().into(),
+        status: 7,
+        etag: None,
+        age_ms: 0,
+        ttl_ms: 1000,
+        body: vec![],
+    };
+    assert!(app.entry_from_peer(&key, bad_status).is_err());
 }

@@ -14,7 +14,11 @@
 //! | `data_dir` | `$STATE_DIRECTORY`, `$XDG_STATE_HOME/ghcache`, `~/.local/state/ghcache` | where the store lives |
 //! | `github_api_url` | `https://api.github.com` | GitHub (Enterprise: `https://HOST/api/v3`) |
 //! | `mcp_token` | none | bearer token required on `/mcp` and `/jsonrpc` |
-//! | `p2p` | `true` (`--no-p2p` sets false) | accepted; P2P arrives with its own issue |
+//! | `p2p` | `true` (`--no-p2p` sets false) | run the P2P node (needs a swarm key or a GitHub token) |
+//! | `p2p_listen` | `/ip4/0.0.0.0/tcp/9100` | P2P listen multiaddr |
+//! | `bootstrap` | `[]` | peers to dial (flag repeatable; TOML list), e.g. `/ip4/10.0.0.2/tcp/9100` |
+//! | `mdns` | `false` | find peers on the LAN with mDNS |
+//! | `swarm_key_file` | none | swarm key file (`/key/swarm/psk/1.0.0/`); env `GHCACHE_SWARM_KEY` holds the key itself; neither: derived from the GitHub token |
 //! | `log_json` | `false` | JSON log lines |
 //! | `store` | `true` | persist entries under `data_dir` |
 //! | `max_concurrent_upstream` | 25 | GitHub requests at once |
@@ -94,8 +98,18 @@ pub struct Config {
     pub github_token: Secret,
     /// Where the GitHub token came from.
     pub token_source: TokenSource,
-    /// P2P wanted (not implemented yet; accepted).
+    /// P2P wanted.
     pub p2p: bool,
+    /// P2P listen address.
+    pub p2p_listen: libp2p::Multiaddr,
+    /// Peers to dial.
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// mDNS discovery.
+    pub mdns: bool,
+    /// Swarm key file.
+    pub swarm_key_file: Option<PathBuf>,
+    /// Swarm key text from `GHCACHE_SWARM_KEY`.
+    pub swarm_key: Secret,
     /// JSON logs.
     pub log_json: bool,
     /// Persist entries.
@@ -126,6 +140,11 @@ impl Default for Config {
             github_token: Secret(None),
             token_source: TokenSource::None,
             p2p: true,
+            p2p_listen: "/ip4/0.0.0.0/tcp/9100".parse().expect("a valid multiaddr"),
+            bootstrap: Vec::new(),
+            mdns: false,
+            swarm_key_file: None,
+            swarm_key: Secret(None),
             log_json: false,
             store: true,
             max_concurrent_upstream: 25,
@@ -187,6 +206,27 @@ impl Raw<'_> {
         Ok(n)
     }
 
+    /// A list: comma-separated text, or a TOML array of strings.
+    fn strings(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self {
+            Raw::Text(s) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()),
+            Raw::Toml(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| bad(key, "expected a list of strings"))
+                })
+                .collect(),
+            Raw::Toml(v) => Err(bad(key, format!("expected a list of strings, got {}", v.type_str()))),
+        }
+    }
+
     fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
         match self {
             Raw::Text("true" | "1" | "yes") => Ok(true),
@@ -236,6 +276,34 @@ impl Config {
                 self.mcp_token = Secret(Some(s));
             }
             "p2p" => self.p2p = raw.boolean(key)?,
+            "mdns" => self.mdns = raw.boolean(key)?,
+            "p2p_listen" => {
+                let s = raw.string(key)?;
+                self.p2p_listen = s.parse().map_err(|_| {
+                    bad(
+                        key,
+                        format!("expected a multiaddr like /ip4/0.0.0.0/tcp/9100, got {s:?}"),
+                    )
+                })?;
+            }
+            "bootstrap" => {
+                for s in raw.strings(key)? {
+                    let addr = s.parse().map_err(|_| {
+                        bad(
+                            key,
+                            format!("expected a multiaddr like /ip4/10.0.0.2/tcp/9100, got {s:?}"),
+                        )
+                    })?;
+                    self.bootstrap.push(addr);
+                }
+            }
+            "swarm_key_file" => {
+                let s = raw.string(key)?;
+                if s.is_empty() {
+                    return Err(bad(key, "must not be empty"));
+                }
+                self.swarm_key_file = Some(PathBuf::from(s));
+            }
             "log_json" => self.log_json = raw.boolean(key)?,
             "store" => self.store = raw.boolean(key)?,
             "max_concurrent_upstream" => self.max_concurrent_upstream = raw.uint(key, 1, 10_000)? as usize,
@@ -247,23 +315,7 @@ impl Config {
             "max_bytes" => self.cache.max_bytes = raw.uint(key, 1, MAX)? as usize,
             "stale_grace_secs" => self.cache.stale_grace = Duration::from_secs(raw.uint(key, 0, 365 * 86_400)?),
             "allowed_origins" => {
-                let list: Vec<String> = match raw {
-                    Raw::Text(s) => s
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect(),
-                    Raw::Toml(toml::Value::Array(a)) => a
-                        .iter()
-                        .map(|v| {
-                            v.as_str()
-                                .map(String::from)
-                                .ok_or_else(|| bad(key, "expected a list of strings"))
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Raw::Toml(v) => return Err(bad(key, format!("expected a list of strings, got {}", v.type_str()))),
-                };
+                let list = raw.strings(key)?;
                 if let Some(o) = list
                     .iter()
                     .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
@@ -378,6 +430,9 @@ impl Config {
         if let Some(t) = std::env::var("GHCACHE_MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
             self.set("mcp_token", Raw::Text(&t))?;
         }
+        if let Some(k) = std::env::var("GHCACHE_SWARM_KEY").ok().filter(|t| !t.trim().is_empty()) {
+            self.swarm_key = Secret(Some(k));
+        }
         let (token, source) = if let Some(t) = env_token("GITHUB_TOKEN") {
             (Some(t), TokenSource::GithubToken)
         } else if let Some(t) = env_token("GH_TOKEN") {
@@ -443,6 +498,22 @@ mod tests {
         assert_eq!(c.mcp_token.0.as_deref(), Some("s3cret"));
         assert!(!c.p2p && c.log_json);
         assert_eq!(format!("{:?}", c.mcp_token), "Secret(***)");
+    }
+
+    #[test]
+    fn p2p_flags() {
+        let c = Config::from_args(args("--p2p-listen /ip4/127.0.0.1/tcp/0 --bootstrap /ip4/127.0.0.1/tcp/1 --bootstrap /ip4/127.0.0.1/tcp/2 --mdns true --swarm-key-file /k")).unwrap();
+        assert_eq!(c.p2p_listen.to_string(), "/ip4/127.0.0.1/tcp/0");
+        assert_eq!(c.bootstrap.len(), 2);
+        assert!(c.mdns);
+        assert_eq!(c.swarm_key_file, Some(PathBuf::from("/k")));
+        assert_eq!(Config::default().p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
+        let e = Config::from_args(args("--bootstrap nope")).unwrap_err();
+        assert!(e.0.contains("`bootstrap`"), "{e}");
+        let mut c = Config::default();
+        c.apply_toml("bootstrap = [\"/ip4/10.0.0.2/tcp/9100\"]\nmdns = true\n")
+            .unwrap();
+        assert_eq!(c.bootstrap.len(), 1);
     }
 
     #[test]

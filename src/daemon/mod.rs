@@ -26,6 +26,8 @@
 //!   `/healthz`, with Origin, token and body-size checks.
 //! - [`store`]: the redb store, write-behind.
 //! - [`metrics`]: counters and Prometheus text.
+//! - [`p2p`]: the libp2p node: a key's owner among the peers is asked
+//!   before GitHub, in the leader's path only (see [`App::read`]).
 //! - [`shutdown`]: signals and sd_notify.
 
 pub mod config;
@@ -33,6 +35,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
+pub mod p2p;
 pub mod shutdown;
 pub mod store;
 pub mod tools;
@@ -46,7 +49,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{
-    Begin, Cache, CacheKey, CacheMode, Clock, Entry, Event, FetchFailed, FlightOutcome, Origin, Served, Timestamp,
+    Begin, Cache, CacheKey, CacheMode, Clock, ETag, Entry, Event, FetchFailed, Fetched, FlightOutcome, Origin, Served,
+    Timestamp, Via,
 };
 use crate::sync::StdArc as Arc;
 use config::Config;
@@ -125,6 +129,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Settings.
     pub config: Config,
+    /// The P2P node's client while it runs (set by [`p2p::lifecycle`]).
+    pub p2p: tokio::sync::watch::Sender<Option<p2p::Client>>,
+    /// P2P counters.
+    pub p2p_metrics: Arc<p2p::P2pMetrics>,
     started: Instant,
 }
 
@@ -191,6 +199,8 @@ impl App {
             store,
             metrics,
             config,
+            p2p: tokio::sync::watch::Sender::new(None),
+            p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             started: Instant::now(),
         })
     }
@@ -223,8 +233,18 @@ impl App {
     /// (module docs). When GitHub cannot be asked (quota, outage) and a
     /// stale entry exists, that entry is served flagged
     /// [`CacheMode::Stale`].
+    ///
+    /// When the P2P node runs and another peer owns `key`, the leader asks
+    /// that owner first and fetches from GitHub itself only when the owner
+    /// fails or times out.
     pub async fn read(&self, key: &CacheKey, req: &Request) -> Result<Served, FetchFailed> {
-        let result = self.read_inner(key, req).await;
+        self.read_with(key, req, true).await
+    }
+
+    /// [`App::read`], with asking peers allowed or not (an owner answering a
+    /// peer does not ask further peers: no loops).
+    pub async fn read_with(&self, key: &CacheKey, req: &Request, peers: bool) -> Result<Served, FetchFailed> {
+        let result = self.read_inner(key, req, peers).await;
         match &result {
             Ok(served) => self.metrics.served(served.mode),
             Err(_) => self.metrics.served_error(),
@@ -232,7 +252,7 @@ impl App {
         result
     }
 
-    async fn read_inner(&self, key: &CacheKey, req: &Request) -> Result<Served, FetchFailed> {
+    async fn read_inner(&self, key: &CacheKey, req: &Request, peers: bool) -> Result<Served, FetchFailed> {
         loop {
             match self.cache.begin(key) {
                 Begin::Fresh(entry) => {
@@ -263,7 +283,11 @@ impl App {
                 }
                 Begin::Lead(leader) => {
                     let stale = leader.stale().cloned();
-                    let fetched = self.upstream.fetch(&self.cache, key, req, stale.as_deref()).await;
+                    let from_peer = if peers { self.ask_owner(key, req).await } else { None };
+                    let fetched = match from_peer {
+                        Some(entry) => Ok(Fetched { entry, via: Via::Peer }),
+                        None => self.upstream.fetch(&self.cache, key, req, stale.as_deref()).await,
+                    };
                     return match leader.complete(fetched) {
                         Ok(served) => {
                             self.persist(key, &served.entry);
@@ -280,6 +304,200 @@ impl App {
                 }
             }
         }
+    }
+
+    /// Asks the owner of `key` for it, when the P2P node runs and the owner
+    /// is another peer. `None`: fetch it yourself.
+    async fn ask_owner(&self, key: &CacheKey, req: &Request) -> Option<Entry> {
+        let client = self.p2p.borrow().clone()?;
+        let owner = client.owner(key);
+        if owner == client.local_peer_id() {
+            return None;
+        }
+        let m = &client.metrics;
+        m.asked.fetch_add(1, Ordering::Relaxed);
+        let wire_req = p2p::wire::Request::Entry {
+            key: key.as_str().to_string(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            shape: match req.shape {
+                upstream::Shape::Single => p2p::wire::WireShape::Single,
+                upstream::Shape::Array => p2p::wire::WireShape::Array,
+                upstream::Shape::Field("runners") => p2p::wire::WireShape::Runners,
+                upstream::Shape::Field(_) => p2p::wire::WireShape::WorkflowRuns,
+            },
+            limit: req.limit.map(|l| l.min(u32::MAX as usize - 1) as u32),
+        };
+        let result = match client.ask_retrying(owner, wire_req).await {
+            Ok(res) => self.entry_from_peer(key, res),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(entry) => {
+                m.received.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            Err(e) => {
+                m.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
+                None
+            }
+        }
+    }
+
+    /// Checks a peer's answer: the key it names, the status, the body size
+    /// and the ETag's form; the TTL is at most ours.
+    pub fn entry_from_peer(&self, key: &CacheKey, res: p2p::wire::Response) -> Result<Entry, String> {
+        let p2p::wire::Response::Entry {
+            key: k,
+            status,
+            etag,
+            age_ms,
+            ttl_ms,
+            body,
+        } = res
+        else {
+            return Err(match res {
+                p2p::wire::Response::Error(e) => format!("owner failed: {e}"),
+                _ => "unexpected answer".into(),
+            });
+        };
+        if k != key.as_str() {
+            return Err("answer is for another key".into());
+        }
+        if !(100..=599).contains(&status) {
+            return Err(format!("bad status {status}"));
+        }
+        if body.len() > self.config.cache.max_bytes {
+            return Err("body too large".into());
+        }
+        let etag = match etag {
+            None => None,
+            Some(t) => Some(ETag::new(&t).ok_or("malformed ETag")?),
+        };
+        let ttl = Duration::from_millis(ttl_ms).min(self.cache.ttl(key.operation()));
+        let now = self.cache.now();
+        Ok(Entry {
+            status,
+            body: body.into(),
+            etag,
+            fetched_at: now.saturating_sub(Duration::from_millis(age_ms).min(ttl)),
+            ttl,
+            origin: Origin::Peer,
+        })
+    }
+
+    /// Answers a peer's entry request: through the single flight with peers
+    /// off, so concurrent demand from the whole fleet makes one upstream
+    /// call and an owner never forwards.
+    pub async fn serve_peer(&self, req: p2p::wire::Request) -> p2p::wire::Response {
+        use p2p::wire::{Response, WireShape};
+        let p2p::wire::Request::Entry {
+            key,
+            path,
+            query,
+            shape,
+            limit,
+        } = req
+        else {
+            return Response::Error("not an entry request".into());
+        };
+        let key = match CacheKey::parse(&key) {
+            Ok(k) => k,
+            Err(e) => return Response::Error(format!("bad key: {e}")),
+        };
+        let mut req = Request {
+            path,
+            query,
+            shape: match shape {
+                WireShape::Single => upstream::Shape::Single,
+                WireShape::Array => upstream::Shape::Array,
+                WireShape::WorkflowRuns => upstream::Shape::Field("workflow_runs"),
+                WireShape::Runners => upstream::Shape::Field("runners"),
+            },
+            limit: limit.map(|l| l as usize),
+        };
+        // The request must be the one its key names (a peer cannot file
+        // one path under another's key); the shape follows the operation.
+        match tools::key_of(key.operation(), &req) {
+            Some((expected, shape)) if expected.as_str() == key.as_str() => req.shape = shape,
+            _ => return Response::Error("the request does not match its key".into()),
+        }
+        match self.read_with(&key, &req, false).await {
+            // A stale answer is not worth spreading: the asker has its own.
+            Ok(served) if served.mode == CacheMode::Stale => Response::Error("only a stale entry".into()),
+            Ok(served) => Response::Entry {
+                key: key.as_str().to_string(),
+                status: served.entry.status,
+                etag: served.entry.etag.as_ref().map(|t| t.as_str().to_string()),
+                age_ms: served.entry.age(self.cache.now()).as_millis() as u64,
+                ttl_ms: served.entry.ttl.as_millis() as u64,
+                body: served.entry.body.to_vec(),
+            },
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    /// This node's counters, as peers get them.
+    pub fn stats_reply(&self) -> p2p::wire::StatsReply {
+        let s = self.cache.stats();
+        p2p::wire::StatsReply {
+            lookups: s.lookups,
+            hits: s.hits,
+            misses: s.misses,
+            api_calls: s.api_calls,
+            api_calls_saved: s.api_calls_saved,
+            peer_hits: s.peer_hits,
+            entries: s.entries,
+            peers: {
+                let client = self.p2p.borrow().clone();
+                client.map_or(0, |c| c.connected().len() as u64)
+            },
+        }
+    }
+
+    /// The `aggregate` section of the stats: this node plus every connected
+    /// peer that answers within a second.
+    async fn aggregate(&self) -> Value {
+        let Some(client) = self.p2p.borrow().clone() else {
+            return Value::Null;
+        };
+        let mine = self.stats_reply();
+        let answers = client.fleet_stats(Duration::from_secs(1)).await;
+        let row = |id: String, s: &p2p::wire::StatsReply| {
+            json!({"peer_id": id, "api_calls": s.api_calls, "api_calls_saved": s.api_calls_saved, "hits": s.hits,
+                   "misses": s.misses, "peer_hits": s.peer_hits, "lookups": s.lookups, "entries": s.entries, "peers": s.peers})
+        };
+        let mut per_peer = vec![row(client.local_peer_id().to_string(), &mine)];
+        let mut total = mine.clone();
+        let mut unreachable = Vec::new();
+        for (peer, r) in answers {
+            match r {
+                Ok(s) => {
+                    total.api_calls += s.api_calls;
+                    total.api_calls_saved += s.api_calls_saved;
+                    total.hits += s.hits;
+                    total.misses += s.misses;
+                    total.peer_hits += s.peer_hits;
+                    total.lookups += s.lookups;
+                    total.entries += s.entries;
+                    per_peer.push(row(peer.to_string(), &s));
+                }
+                Err(e) => unreachable.push(json!({"peer_id": peer.to_string(), "error": e})),
+            }
+        }
+        json!({
+            "nodes": per_peer.len(),
+            "peers": client.connected().len(),
+            "api_calls": total.api_calls,
+            "api_calls_saved": total.api_calls_saved,
+            "hits": total.hits,
+            "misses": total.misses,
+            "peer_hits": total.peer_hits,
+            "lookups": total.lookups,
+            "per_peer": per_peer,
+            "unreachable": unreachable,
+        })
     }
 
     /// The JSON answer of a read tool.
@@ -299,7 +517,23 @@ impl App {
     /// Runs a validated tool call; errors carry JSON-RPC codes.
     pub async fn call(&self, call: ToolCall) -> Result<Value, RpcError> {
         match call {
-            ToolCall::Stats => Ok(self.stats_json()),
+            ToolCall::Stats => {
+                let mut v = self.stats_json();
+                v["aggregate"] = self.aggregate().await;
+                Ok(v)
+            }
+            ToolCall::ListPeers => {
+                let client = self.p2p.borrow().clone();
+                match client {
+                    None => Ok(json!({"running": false, "peer_id": null, "peers": []})),
+                    Some(c) => {
+                        let peers = c.peers().await;
+                        Ok(
+                            json!({"running": true, "peer_id": c.local_peer_id().to_string(), "count": peers.len(), "peers": peers}),
+                        )
+                    }
+                }
+            }
             ToolCall::Invalidate(what) => {
                 let removed = match &what {
                     Invalidate::All => self.cache.clear(),
@@ -378,7 +612,9 @@ impl App {
     pub fn metrics_text(&self) -> String {
         let stats = self.cache.stats();
         let store = self.store.as_ref().map(Store::stats);
-        self.metrics.render(&stats, &self.upstream.rate_limit(), store.as_ref())
+        let mut out = self.metrics.render(&stats, &self.upstream.rate_limit(), store.as_ref());
+        self.p2p_metrics.render(&mut out);
+        out
     }
 }
 

@@ -64,6 +64,8 @@ pub enum ToolCall {
     Invalidate(Invalidate),
     /// `gh_get_auth_status`.
     AuthStatus,
+    /// `gh_list_peers`.
+    ListPeers,
     /// Any GitHub read: its key and request.
     Read(CacheKey, Request),
 }
@@ -75,7 +77,12 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     let state = json!({"type": "string", "enum": ["open", "closed", "all"]});
     let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     vec![
-        ("gh_get_cache_stats", "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id).", obj(json!({}), &[])),
+        (
+            "gh_get_cache_stats",
+            "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id), and `aggregate` over the fleet.",
+            obj(json!({}), &[]),
+        ),
+        ("gh_list_peers", "The P2P peers this node is connected to (Peer ID, addresses, agent, ping).", obj(json!({}), &[])),
         (
             "gh_invalidate_cache",
             "Drop cached entries: all, or those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed).",
@@ -279,6 +286,76 @@ pub fn api_read(path: &str, mut query: Vec<(String, String)>) -> Result<(CacheKe
     Ok((key, req))
 }
 
+/// The key a read of `req` for operation `op` has: the inverse of the
+/// tools' builders, so a request that arrives from a peer can be checked
+/// against the key it names (a peer cannot file one path under another
+/// path's key). Also fixes the page shape from the operation. `None`: no
+/// tool makes such a request.
+pub fn key_of(op: Operation, req: &Request) -> Option<(CacheKey, Shape)> {
+    let path = clean_path(&req.path).ok().filter(|p| *p == req.path)?;
+    let single = |params: Vec<(&str, &str)>| {
+        (req.query.is_empty() && req.limit.is_none()).then(|| {
+            (
+                CacheKey::new(op, params.into_iter().map(|(k, v)| (k, Some(v)))),
+                Shape::Single,
+            )
+        })
+    };
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match op {
+        Operation::Api => {
+            let mut query = req.query.clone();
+            query.sort();
+            let canonical = super::upstream::encode_query(&query);
+            let key = CacheKey::new(
+                op,
+                [
+                    ("path", Some(path.as_str())),
+                    ("query", (!canonical.is_empty()).then_some(canonical.as_str())),
+                ],
+            );
+            (req.limit.is_none() && query == req.query).then_some((key, Shape::Single))
+        }
+        Operation::RateLimit if path == "/rate_limit" => single(vec![("path", "/rate_limit")]),
+        Operation::AuthStatus if path == "/user" => single(vec![("path", "/user")]),
+        Operation::Repo => match segments[..] {
+            ["repos", o, r] => single(vec![("repo", &format!("{o}/{r}"))]),
+            _ => None,
+        },
+        Operation::WorkflowRun => match segments[..] {
+            ["repos", o, r, "actions", "runs", id] => single(vec![("repo", &format!("{o}/{r}")), ("run_id", id)]),
+            _ => None,
+        },
+        Operation::Runners => {
+            let (param, value) = match segments[..] {
+                ["repos", o, r, "actions", "runners"] => ("repo", format!("{o}/{r}")),
+                ["orgs", org, "actions", "runners"] => ("org", org.to_string()),
+                _ => return None,
+            };
+            (req.query.is_empty() && req.limit == Some(100)).then(|| {
+                (
+                    CacheKey::new(op, [(param, Some(value.as_str()))]),
+                    Shape::Field("runners"),
+                )
+            })
+        }
+        Operation::Repos | Operation::Issues | Operation::PullRequests | Operation::WorkflowRuns => {
+            let limit = req.limit?.to_string();
+            let mut params: Vec<(&str, Option<&str>)> =
+                req.query.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect();
+            params.push(("limit", Some(&limit)));
+            params.push(("path", Some(&path)));
+            let shape = if op == Operation::WorkflowRuns {
+                Shape::Field("workflow_runs")
+            } else {
+                Shape::Array
+            };
+            Some((CacheKey::new(op, params), shape))
+        }
+        Operation::RateLimit | Operation::AuthStatus => None,
+    }
+}
+
 fn list_read(
     op: Operation,
     path: String,
@@ -315,6 +392,10 @@ impl ToolCall {
             "gh_get_cache_stats" => {
                 Args::new(arguments, &[])?;
                 Ok(ToolCall::Stats)
+            }
+            "gh_list_peers" => {
+                Args::new(arguments, &[])?;
+                Ok(ToolCall::ListPeers)
             }
             "gh_invalidate_cache" => {
                 let a = Args::new(arguments, &["pattern"])?;
@@ -483,12 +564,56 @@ mod tests {
         let mut names: Vec<_> = defs.iter().map(|d| d.0).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 13);
+    }
+
+    #[test]
+    fn key_of_inverts_every_read_tool() {
+        let calls = [
+            ("gh_get_repo", json!({"repo": "o/r"})),
+            (
+                "gh_api",
+                json!({"path": "/repos/o/r/branches", "query": {"b": 2, "a": "x y"}}),
+            ),
+            ("gh_api", json!({"path": "/meta"})),
+            ("gh_list_repos", json!({})),
+            ("gh_list_repos", json!({"owner": "someone", "limit": 5})),
+            (
+                "gh_list_workflow_runs",
+                json!({"repo": "o/r", "status": "queued", "branch": "main"}),
+            ),
+            ("gh_get_workflow_run", json!({"repo": "o/r", "run_id": 42})),
+            ("gh_list_runners", json!({"repo": "o/r"})),
+            ("gh_list_runners", json!({"org": "acme"})),
+            ("gh_list_issues", json!({"repo": "o/r", "state": "open", "limit": 7})),
+            ("gh_list_pull_requests", json!({"repo": "o/r"})),
+            ("gh_get_rate_limit", json!({})),
+        ];
+        for (name, args) in calls {
+            let Ok(ToolCall::Read(key, req)) = ToolCall::parse(name, Some(&args)) else {
+                panic!("{name}")
+            };
+            let (k, shape) = key_of(key.operation(), &req).unwrap_or_else(|| panic!("{name}: no key for {req:?}"));
+            assert_eq!(k.as_str(), key.as_str(), "{name}");
+            assert_eq!(shape, req.shape, "{name}");
+        }
+        // A request filed under another read's key does not match it.
+        let Ok(ToolCall::Read(key, _)) = ToolCall::parse("gh_get_repo", Some(&json!({"repo": "o/r"}))) else {
+            panic!()
+        };
+        let other = Request::single("/repos/o/other");
+        assert_ne!(
+            key_of(key.operation(), &other).map(|k| k.0.as_str().to_string()),
+            Some(key.as_str().to_string())
+        );
+        assert!(key_of(Operation::Repo, &Request::single("/repos/o/r/../x")).is_none());
+        assert!(key_of(Operation::RateLimit, &Request::single("/user")).is_none());
     }
 
     #[test]
     fn parse_validates() {
         assert_eq!(ToolCall::parse("gh_get_cache_stats", None), Ok(ToolCall::Stats));
+        assert_eq!(ToolCall::parse("gh_list_peers", None), Ok(ToolCall::ListPeers));
         assert_eq!(ToolCall::parse("nope", None).unwrap_err().code, -32601);
         assert_eq!(
             ToolCall::parse("gh_get_repo", Some(&json!({}))).unwrap_err().code,

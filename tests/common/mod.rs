@@ -165,6 +165,15 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     r
 }
 
+/// A TCP port that was free a moment ago, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct Daemon {
     pub running: Running,
     pub clock: Arc<DaemonClock>,

@@ -1,0 +1,459 @@
+//! A fleet of `ghcache daemon` processes on 127.0.0.1 in one private swarm,
+//! in front of one fake GitHub: each key is fetched from GitHub once for
+//! the whole fleet; the others are peer hits; killing an owner leaves the
+//! others answering; a restarted node keeps its Peer ID.
+#![cfg(feature = "daemon")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{free_port, FakeGithub};
+
+struct Node {
+    child: Option<Child>,
+    http: u16,
+    p2p: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Node {
+    fn spawn(name: &str, github: &str, bootstrap: Option<u16>, extra: &[&str]) -> Node {
+        let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (http, p2p) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--p2p-listen",
+            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            "--github-api-url",
+            github,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--upstream-retries",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(b) = bootstrap {
+            args.push("--bootstrap".into());
+            args.push(format!("/ip4/127.0.0.1/tcp/{b}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut node = Node {
+            child: None,
+            http,
+            p2p,
+            dir,
+            args,
+            client: reqwest::Client::new(),
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
+            .args(&self.args)
+            .env("GITHUB_TOKEN", "test-token")
+            .env(
+                "RUST_LOG",
+                std::env::var("GHCACHE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("GHCACHE_SWARM_KEY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("GHCACHE_MCP_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn call(&self, name: &str, args: Value) -> Value {
+        let body =
+            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
+        let r = self
+            .client
+            .post(format!("http://127.0.0.1:{}/jsonrpc", self.http))
+            .body(body.to_string())
+            .send()
+            .await;
+        match r {
+            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        self.client.get(url).send().await.unwrap().text().await.unwrap()
+    }
+
+    async fn peer_count(&self) -> u64 {
+        self.call("gh_list_peers", json!({})).await["result"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    async fn stats(&self) -> Value {
+        self.call("gh_get_cache_stats", json!({})).await["result"].clone()
+    }
+}
+
+async fn wait_mesh(nodes: &[&Node], peers: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut counts = Vec::new();
+        for n in nodes {
+            counts.push(n.peer_count().await);
+        }
+        if counts.iter().all(|c| *c == peers) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
+            panic!(
+                "no full mesh within 30 s: peer counts {counts:?}\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
+    let mut calls = Vec::new();
+    for n in nodes {
+        for i in keys.clone() {
+            calls.push(async move {
+                let v = n.call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+                assert_eq!(v["result"]["data"]["path"], json!(format!("/repos/o/r{i}")), "{v}");
+                v["result"]["cache_mode"].as_str().unwrap().to_string()
+            });
+        }
+    }
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
+    let github = FakeGithub::start().await;
+    // Node 0 is the bootstrap; 1 and 2 know only node 0 and must find each
+    // other through peer exchange.
+    let mut n0 = Node::spawn("n0", &github.url(), None, &[]);
+    let n1 = Node::spawn("n1", &github.url(), Some(n0.p2p), &[]);
+    let mut n2 = Node::spawn("n2", &github.url(), Some(n0.p2p), &[]);
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for n in [&n0, &n1, &n2] {
+            v.push(
+                n.stats().await["peer_id"]
+                    .as_str()
+                    .expect("peer_id while running")
+                    .to_string(),
+            );
+        }
+        v
+    };
+    for n in [&n0, &n1, &n2] {
+        assert_eq!(n.log().matches("Peer ID: ").count(), 1, "{}", n.log());
+    }
+
+    // 50 keys, each asked on all 3 nodes at once.
+    let before = github.requests();
+    let modes = read_all(&[&n0, &n1, &n2], 0..50).await;
+    let upstream = github.requests() - before;
+    let peer = modes.iter().filter(|m| *m == "peer").count();
+    eprintln!(
+        "3 nodes x 50 keys: fake GitHub saw {upstream} requests; {peer} of {} answers were peer hits",
+        modes.len()
+    );
+    assert_eq!(upstream, 50, "one GitHub request per key across the fleet");
+    let agg = n0.stats().await["aggregate"].clone();
+    eprintln!("aggregate: {agg}");
+    assert_eq!(agg["nodes"], json!(3), "{agg}");
+    assert_eq!(agg["api_calls"], json!(50), "{agg}");
+    assert_eq!(agg["peer_hits"].as_u64().unwrap() as usize, peer, "{agg}");
+    assert!(peer >= 90, "most non-owner reads are peer hits: {peer}");
+
+    // Kill node 2 (owner of about a third of the keys) while it is asking
+    // GitHub on the others' behalf: their asks fail and they fetch
+    // themselves (fallback); every read still answers.
+    github.state.delay_ms.store(400, std::sync::atomic::Ordering::SeqCst);
+    let pair = [&n0, &n1];
+    let reads = read_all(&pair, 100..130);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        n2.kill();
+    };
+    let (modes, ()) = tokio::join!(reads, killer);
+    github.state.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(modes.len(), 60);
+    let mut fallbacks = 0;
+    for n in [&n0, &n1] {
+        let m = n.metrics().await;
+        fallbacks += m
+            .lines()
+            .find_map(|l| l.strip_prefix("ghcache_p2p_fallbacks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap();
+    }
+    eprintln!("owner killed mid-fetch: {fallbacks} asks fell back to GitHub; all 60 reads answered");
+    assert!(fallbacks > 0, "some asks were in flight at the killed owner");
+    wait_mesh(&[&n0, &n1], 1).await;
+
+    // Restarted with the same data directory: the same Peer ID, and it
+    // rejoins the mesh.
+    n2.start();
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    let again = n2.stats().await["peer_id"].as_str().unwrap().to_string();
+    assert_eq!(again, ids[2]);
+    assert_eq!(n2.log().matches("Peer ID: ").count(), 1);
+    let metrics = n0.metrics().await;
+    assert!(metrics.contains("ghcache_p2p_peers 2"), "{metrics}");
+
+    // SIGTERM: the graceful shutdown stops the P2P node too, in time.
+    let mut c = n0.child.take().unwrap();
+    let t0 = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", n0.log());
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(n0.log().contains("P2P node stopping"), "{}", n0.log());
+    wait_mesh(&[&n1, &n2], 1).await;
+
+    // The bootstrap node stays down past a redial tick, then comes back:
+    // the others redial it (with backoff) and the mesh forms again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    n0.start();
+    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    assert!(
+        n1.log().contains("bootstrap peer unreachable"),
+        "n1 redialled while n0 was down"
+    );
+    for n in [&n0, &n1, &n2] {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+}
+
+#[tokio::test]
+async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("ghcache-fleet-nokey-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("stderr.log");
+    let http = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
+        .args([
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{http}"),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-store",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env_remove("GHCACHE_SWARM_KEY")
+        .env("PATH", "/nonexistent") // no `gh` to ask for a token
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("listening") || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.contains("P2P off: no swarm key"), "{log}");
+    assert!(!log.contains("Peer ID:"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn proc_counts(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// The figures of docs/p2p.md: `cargo test --release --test fleet -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark; prints figures"]
+async fn bench_five_nodes() {
+    let github = FakeGithub::start().await;
+    let first = Node::spawn("b0", &github.url(), None, &[]);
+    let mut nodes = vec![first];
+    for i in 1..5 {
+        let boot = nodes[0].p2p;
+        nodes.push(Node::spawn(&format!("b{i}"), &github.url(), Some(boot), &[]));
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_mesh(&refs, 4).await;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.child.as_ref().unwrap().id()).collect();
+    let rest: Vec<(usize, usize)> = pids.iter().map(|p| proc_counts(*p)).collect();
+
+    // 200 keys asked on all 5 nodes at once, while fds and threads are
+    // sampled.
+    let keys = 200;
+    let before = github.requests();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pids, sampling) = (pids.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut peak = vec![(0, 0); pids.len()];
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, p) in pids.iter().enumerate() {
+                    let (f, t) = proc_counts(*p);
+                    peak[i] = (peak[i].0.max(f), peak[i].1.max(t));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        })
+    };
+    let t0 = Instant::now();
+    let modes = read_all(&refs, 0..keys).await;
+    let elapsed = t0.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.await.unwrap();
+    let upstream = github.requests() - before;
+    let peer = modes.iter().filter(|m| *m == "peer").count();
+
+    // Peer-hit latency: node 0 reads 200 new keys (each owner fetches
+    // its share); then node 1 reads them one by one: the keys others own
+    // are peer hits served from the owner's cache.
+    read_all(&refs[..1], 1000..1000 + keys).await;
+    let mut lat = Vec::new();
+    for i in 1000..1000 + keys {
+        let t = Instant::now();
+        let v = nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+        if v["result"]["cache_mode"] == "peer" {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+    let mut hit = Vec::new();
+    for i in 1000..1000 + keys {
+        let t = Instant::now();
+        nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+        hit.push(t.elapsed());
+    }
+    hit.sort();
+    eprintln!("5 nodes x {keys} keys at once: {upstream} GitHub requests = {:.2} per key; {peer} of {} answers were peer hits; {:?}", upstream as f64 / keys as f64, modes.len(), elapsed);
+    eprintln!(
+        "peer hit over /jsonrpc on loopback ({} samples): p50 {:?}, p99 {:?}; local hit p50 {:?}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        hit[hit.len() / 2]
+    );
+    eprintln!("fds/threads per node at rest: {rest:?}; peak under load: {peak:?}");
+    let mut p2p_lines = Vec::new();
+    for n in &nodes {
+        let m = n.metrics().await;
+        p2p_lines.push(
+            m.lines()
+                .filter(|l| l.starts_with("ghcache_p2p_") && !l.contains("bad_frames"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    eprintln!("P2P metrics per node:\n{}", p2p_lines.join("\n"));
+    if std::env::var_os("GHCACHE_TEST_LOG").is_some() {
+        for n in &nodes {
+            for l in n.log().lines().filter(|l| l.contains("did not answer")).take(3) {
+                eprintln!("{l}");
+            }
+        }
+    }
+    for n in &nodes {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
+    let github = FakeGithub::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // A later --p2p-listen overrides the one Node::spawn picks.
+    let node = Node::spawn(
+        "busy",
+        &github.url(),
+        None,
+        &["--p2p-listen", &format!("/ip4/127.0.0.1/tcp/{port}")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let s = node.stats().await;
+        if s["p2p"]["failures"].as_u64().unwrap_or(0) >= 1 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats["peer_id"], Value::Null, "{stats}");
+    assert!(node.log().contains("P2P start failed"), "{}", node.log());
+    // Local-only meanwhile: reads work.
+    let v = node.call("gh_get_repo", json!({"repo": "o/busy"})).await;
+    assert_eq!(v["result"]["cache_mode"], "miss", "{v}");
+    // The port frees up: a later attempt (after the backoff) starts it.
+    drop(taken);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.stats().await["peer_id"].is_null() {
+        assert!(Instant::now() < deadline, "P2P never started: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(node.log().matches("Peer ID: ").count(), 1, "{}", node.log());
+    let _ = std::fs::remove_dir_all(&node.dir);
+}

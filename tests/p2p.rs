@@ -1,0 +1,161 @@
+//! The P2P node in-process, on 127.0.0.1: a wrong swarm key cannot connect;
+//! entries travel; garbage on the port does not hurt; shutdown leaves no
+//! file descriptor behind.
+#![cfg(feature = "daemon")]
+
+mod common;
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use ghcache::core::P2pHost;
+use ghcache::daemon::p2p::{self, wire, Client, Limits, P2pMetrics, Responder, Settings};
+use libp2p::pnet::PreSharedKey;
+use std::sync::Arc;
+
+use common::free_port;
+
+struct Fixed;
+
+impl Responder for Fixed {
+    fn entry(&self, req: wire::Request) -> BoxFuture<'static, wire::Response> {
+        Box::pin(async move {
+            match req {
+                wire::Request::Entry { key, .. } => wire::Response::Entry {
+                    key,
+                    status: 200,
+                    etag: Some("\"v1\"".into()),
+                    age_ms: 10,
+                    ttl_ms: 60_000,
+                    body: b"{\"ok\":true}".to_vec(),
+                },
+                _ => wire::Response::Error("no".into()),
+            }
+        })
+    }
+    fn stats(&self) -> wire::StatsReply {
+        wire::StatsReply {
+            api_calls: 7,
+            ..Default::default()
+        }
+    }
+}
+
+fn settings(name: &str, port: u16, psk: PreSharedKey, bootstrap: Option<u16>) -> Settings {
+    let dir = std::env::temp_dir().join(format!("ghcache-p2p-{name}-{}", std::process::id()));
+    Settings {
+        listen: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+        bootstrap: bootstrap
+            .map(|b| format!("/ip4/127.0.0.1/tcp/{b}").parse().unwrap())
+            .into_iter()
+            .collect(),
+        mdns: false,
+        psk,
+        data_dir: dir,
+        request_timeout: Duration::from_secs(5),
+        limits: Limits::default(),
+    }
+}
+
+fn start(s: Settings, rt: &tokio::runtime::Runtime) -> (Box<dyn P2pHost>, Client) {
+    p2p::start(s, rt.handle(), Arc::new(Fixed), Arc::new(P2pMetrics::default())).unwrap()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// One test, so that the fd count is not disturbed by other tests' sockets.
+#[test]
+fn private_swarm_entries_garbage_and_fds() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Let the runtime open what it opens for itself first.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    let fds_before = open_fds();
+
+    let key = p2p::derive_psk("test-token");
+    let other = p2p::derive_psk("another-token");
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ha, ca) = start(settings("a", pa, key, None), &rt);
+    let (hb, cb) = start(settings("b", pb, key, Some(pa)), &rt);
+    let (hc, cc) = start(settings("c", pc, other, Some(pa)), &rt);
+
+    wait_until("a and b to connect", 10, || {
+        ca.connected().len() == 1 && cb.connected().len() == 1
+    });
+    assert_eq!(ca.connected()[0], cb.local_peer_id());
+
+    // Entries and stats travel.
+    let res = rt.block_on(cb.ask(
+        ca.local_peer_id(),
+        wire::Request::Entry {
+            key: "repo:repo=o/r".into(),
+            path: "/repos/o/r".into(),
+            query: vec![],
+            shape: wire::WireShape::Single,
+            limit: None,
+        },
+    ));
+    match res {
+        Ok(wire::Response::Entry { key, body, .. }) => {
+            assert_eq!(key, "repo:repo=o/r");
+            assert_eq!(body, b"{\"ok\":true}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let stats = rt.block_on(cb.fleet_stats(Duration::from_secs(2)));
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].1.as_ref().unwrap().api_calls, 7);
+
+    // Garbage and an oversized "frame" straight at the TCP port: the pnet
+    // handshake fails, the connection is dropped, a keeps serving.
+    for junk in [vec![0xffu8; 100_000], b"GET / HTTP/1.1\r\n\r\n".to_vec(), vec![]] {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", pa)) {
+            let _ = s.write_all(&junk);
+        }
+    }
+
+    // The node with another swarm key never gets in, and cannot ask.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        cc.connected().is_empty(),
+        "wrong-key node connected: {:?}",
+        cc.connected()
+    );
+    assert_eq!(ca.connected().len(), 1, "{:?}", ca.connected());
+    let res = rt.block_on(cc.ask(ca.local_peer_id(), wire::Request::Stats));
+    assert!(res.is_err(), "{res:?}");
+    assert!(
+        rt.block_on(cb.ask(ca.local_peer_id(), wire::Request::Stats)).is_ok(),
+        "a still serves after garbage"
+    );
+
+    // Shutdown: listeners, connections and event loops go; so do their fds.
+    for h in [ha, hb, hc] {
+        h.stop();
+    }
+    drop((ca, cb, cc));
+    let mut now = open_fds();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while now > fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = open_fds();
+    }
+    assert_eq!(now, fds_before, "fds before start {fds_before}, after shutdown {now}");
+    for n in ["a", "b", "c"] {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("ghcache-p2p-{n}-{}", std::process::id())));
+    }
+}
