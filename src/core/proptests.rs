@@ -1,0 +1,180 @@
+//! Property tests of the core against sequential models, in the regular
+//! `cargo test` (no nightly needed).
+//!
+//! The models are the fuzz targets' own (`fuzz/src/*_model.rs`, included
+//! below with `#[path]`), so proptest and libFuzzer check one specification:
+//! - `cache_ops`: a proptest-state-machine test; the reference state machine
+//!   is the cache model (TTL, LRU eviction by entries and bytes, prefix
+//!   invalidation, counters that survive `clear`), the system under test a
+//!   real `Cache` compared with it after every transition;
+//! - `single_flight`: interleavings of three callers' steps, cache
+//!   operations and real-thread races (with real panics in fetches here,
+//!   which libFuzzer cannot unwind);
+//! - `lifecycle`: the P2P state machine, with real panics in starters.
+//!
+//! A failure shrinks to a short op sequence; paste it into a regression
+//! test below (see `regressions`).
+
+#![allow(dead_code)]
+
+use proptest::prelude::*;
+use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+#[path = "../../fuzz/src/cache_model.rs"]
+mod cache_model;
+#[path = "../../fuzz/src/flight_model.rs"]
+mod flight_model;
+#[path = "../../fuzz/src/lifecycle_model.rs"]
+mod lifecycle_model;
+
+use cache_model::{apply_real, check, disabled_p2p, CacheModel, CacheOp, CacheSetup};
+use flight_model::{Completion, FlightOp};
+use lifecycle_model::{LifeOp, LifecycleSetup, StartResult};
+
+fn cache_setup() -> impl Strategy<Value = CacheSetup> {
+    // Mostly one shard (exact LRU order checked), sometimes several.
+    let shards = prop_oneof![3 => Just(0u8), 1 => 1u8..4];
+    (any::<u8>(), any::<u16>(), 0u16..3000, 0u16..3000, shards).prop_map(
+        |(max_entries, max_bytes, ttl_ms, grace_ms, shards)| CacheSetup { max_entries, max_bytes, ttl_ms, grace_ms, shards },
+    )
+}
+
+fn cache_op() -> impl Strategy<Value = CacheOp> {
+    let key = || 0u8..8;
+    let insert = (
+        key(),
+        0u8..100,
+        any::<u8>(),
+        proptest::option::of(0u8..4),
+        0u8..3,
+        prop_oneof![Just(0u16), 0u16..6000],
+        proptest::option::of(0u16..6000),
+    )
+        .prop_map(|(key, len, fill, etag, origin, age_ms, ttl_ms)| CacheOp::Insert { key, len, fill, etag, origin, age_ms, ttl_ms });
+    prop_oneof![
+        4 => key().prop_map(|key| CacheOp::Lookup { key }),
+        5 => insert,
+        1 => key().prop_map(|key| CacheOp::Invalidate { key }),
+        1 => (0u8..7).prop_map(|prefix| CacheOp::InvalidatePrefix { prefix }),
+        1 => Just(CacheOp::Clear),
+        2 => (0u16..3000).prop_map(|ms| CacheOp::Advance { ms }),
+        1 => (key(), 0u8..6).prop_map(|(key, event)| CacheOp::Record { key, event }),
+        1 => Just(CacheOp::Stats),
+    ]
+}
+
+/// The reference state: the setup (to build the cache from) and the model.
+#[derive(Clone, Debug)]
+struct CacheRef {
+    setup: CacheSetup,
+    model: CacheModel,
+}
+
+struct CacheMachine;
+
+impl ReferenceStateMachine for CacheMachine {
+    type State = CacheRef;
+    type Transition = CacheOp;
+
+    fn init_state() -> BoxedStrategy<CacheRef> {
+        cache_setup().prop_map(|setup| CacheRef { model: setup.model(), setup }).boxed()
+    }
+
+    fn transitions(_: &CacheRef) -> BoxedStrategy<CacheOp> {
+        cache_op().boxed()
+    }
+
+    fn apply(mut state: CacheRef, op: &CacheOp) -> CacheRef {
+        state.model.apply(op);
+        state
+    }
+}
+
+struct CacheUnderTest {
+    cache: crate::core::Cache,
+    clock: std::sync::Arc<crate::core::ManualClock>,
+}
+
+impl StateMachineTest for CacheMachine {
+    type SystemUnderTest = CacheUnderTest;
+    type Reference = CacheMachine;
+
+    fn init_test(state: &CacheRef) -> CacheUnderTest {
+        let (cache, clock) = state.setup.cache();
+        CacheUnderTest { cache, clock }
+    }
+
+    fn apply(sut: CacheUnderTest, state: &CacheRef, op: CacheOp) -> CacheUnderTest {
+        // `state` is the model after `op`; an insert's entry depends only on
+        // the clock and the TTLs, which an insert does not change.
+        let got = apply_real(&sut.cache, &sut.clock, &state.model, &op);
+        assert_eq!(Some(got), state.model.last, "answer to {op:?}");
+        sut
+    }
+
+    fn check_invariants(sut: &CacheUnderTest, state: &CacheRef) {
+        check(&sut.cache, &sut.clock, &state.model, disabled_p2p());
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn cache_ops_match_the_model(sequential 1..80 => CacheMachine);
+}
+
+fn completion() -> impl Strategy<Value = Completion> {
+    prop_oneof![
+        3 => (any::<bool>(), 0u8..60).prop_map(|(graphql, len)| Completion::Upstream { graphql, len }),
+        2 => Just(Completion::NotModified),
+        1 => (0u8..60).prop_map(|len| Completion::Peer { len }),
+        2 => Just(Completion::Error),
+    ]
+}
+
+fn flight_op() -> impl Strategy<Value = FlightOp> {
+    let caller = || 0u8..3;
+    prop_oneof![
+        5 => (caller(), 0u8..3).prop_map(|(caller, key)| FlightOp::Begin { caller, key }),
+        3 => (caller(), completion()).prop_map(|(caller, how)| FlightOp::Complete { caller, how }),
+        1 => caller().prop_map(|caller| FlightOp::Abandon { caller }),
+        3 => caller().prop_map(|caller| FlightOp::Poll { caller }),
+        1 => caller().prop_map(|caller| FlightOp::Wait { caller }),
+        1 => (0u8..3).prop_map(|key| FlightOp::PanicFetch { key }),
+        4 => cache_op().prop_map(FlightOp::Cache),
+        1 => (any::<bool>(), any::<[bool; 3]>(), any::<bool>())
+            .prop_map(|(three, ok, stale_first)| FlightOp::Race { three, ok, stale_first }),
+    ]
+}
+
+fn life_setup() -> impl Strategy<Value = LifecycleSetup> {
+    (prop_oneof![5 => Just(true), 1 => Just(false)], 0u8..6, 0u16..4000, 0u16..10000)
+        .prop_map(|(enabled, max_failures, base_ms, max_ms)| LifecycleSetup { enabled, max_failures, base_ms, max_ms })
+}
+
+fn life_op() -> impl Strategy<Value = LifeOp> {
+    let result = prop_oneof![1 => Just(StartResult::Ok), 2 => Just(StartResult::Err), 1 => Just(StartResult::Panic)];
+    prop_oneof![
+        6 => (result, prop_oneof![Just(0u16), 0u16..3000]).prop_map(|(result, slow_ms)| LifeOp::Start { result, slow_ms }),
+        1 => any::<bool>().prop_map(|ok| LifeOp::StartRacedByShutdown { ok }),
+        1 => Just(LifeOp::Shutdown),
+        4 => (0u16..8000).prop_map(|ms| LifeOp::Advance { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn single_flight_matches_the_model(setup in cache_setup(), ops in proptest::collection::vec(flight_op(), 1..60)) {
+        flight_model::run(&setup, &ops, true);
+    }
+
+    #[test]
+    fn lifecycle_matches_the_model(setup in life_setup(), ops in proptest::collection::vec(life_op(), 1..40)) {
+        lifecycle_model::run(&setup, &ops, true);
+    }
+}
+
+/// Crashes found by the fuzzers or proptest, kept as plain tests.
+mod regressions {}
