@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Barrier, LazyLock, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -66,7 +66,8 @@ pub enum FlightOp {
     /// Any cache operation, in the middle of the flights.
     Cache(CacheOp),
     /// A race of 2 or 3 real threads through `get_or_fetch` on a fresh
-    /// cache, each fetch succeeding or failing per `ok`.
+    /// cache, each fetch succeeding or failing per `ok` (the first `Race` of
+    /// a run only).
     Race { three: bool, ok: [bool; 3], stale_first: bool },
 }
 
@@ -111,6 +112,9 @@ pub struct FlightHarness {
     /// Whether panics may unwind (not under libFuzzer, whose panic hook
     /// aborts the process).
     unwinding: bool,
+    /// Real-thread races left: one per run, as they cost more than all the
+    /// other steps together.
+    races_left: usize,
 }
 
 impl FlightHarness {
@@ -125,6 +129,7 @@ impl FlightHarness {
             outcomes: BTreeMap::new(),
             next_flight: 0,
             unwinding,
+            races_left: 1,
         }
     }
 
@@ -218,7 +223,12 @@ impl FlightHarness {
                 let want = self.model.apply(op);
                 assert_eq!(got, want, "answer to {op:?}");
             }
-            FlightOp::Race { three, ok, stale_first } => race(if *three { 3 } else { 2 }, *ok, *stale_first),
+            FlightOp::Race { three, ok, stale_first } => {
+                if self.races_left > 0 {
+                    self.races_left -= 1;
+                    race(if *three { 3 } else { 2 }, *ok, *stale_first);
+                }
+            }
         }
         check(&self.cache, &self.clock, &self.model, disabled_p2p());
     }
@@ -336,6 +346,23 @@ impl FlightHarness {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Three long-lived racer threads: spawning threads per race cost more than
+/// everything else in a fuzz run (ASan makes thread creation slow). The lock
+/// makes races take turns (parallel proptests share the pool).
+static WORKERS: LazyLock<Mutex<Vec<mpsc::Sender<Job>>>> = LazyLock::new(|| {
+    Mutex::new(
+        (0..3)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                std::thread::spawn(move || rx.into_iter().for_each(|job| job()));
+                tx
+            })
+            .collect(),
+    )
+});
+
 /// `n` real threads race through `get_or_fetch` on one key of a fresh cache
 /// (holding a stale entry first if `stale_first`); thread `i`'s fetch
 /// succeeds with body `t{i}` when `ok[i]`. Whatever the interleaving: every
@@ -347,28 +374,33 @@ pub fn race(n: usize, ok: [bool; 3], stale_first: bool) {
     if stale_first {
         cache.insert(&k, Entry::new("old", None, Timestamp::ZERO, Duration::ZERO, Origin::Upstream));
     }
-    let fetches = AtomicUsize::new(0);
-    let gate = Barrier::new(n);
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for (i, ok) in ok.iter().copied().enumerate().take(n) {
-            let (cache, k, fetches, gate, results) = (&cache, &k, &fetches, &gate, &results);
-            s.spawn(move || {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Barrier::new(n));
+    let (done_tx, done) = mpsc::channel();
+    // Races run one at a time (a shared pool: see `WORKERS`).
+    let workers = WORKERS.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, ok) in ok.iter().copied().enumerate().take(n) {
+        let (cache, k, fetches, gate, done_tx) = (cache.clone(), k.clone(), fetches.clone(), gate.clone(), done_tx.clone());
+        workers[i]
+            .send(Box::new(move || {
                 gate.wait();
-                let r = cache.get_or_fetch(k, |_| {
+                let r = cache.get_or_fetch(&k, |_| {
                     fetches.fetch_add(1, Ordering::SeqCst);
                     if ok {
-                        Ok(Fetched { entry: cache.new_entry(k, format!("t{i}"), None, Origin::Upstream), via: Via::Upstream(Api::Rest) })
+                        Ok(Fetched { entry: cache.new_entry(&k, format!("t{i}"), None, Origin::Upstream), via: Via::Upstream(Api::Rest) })
                     } else {
                         Err(FetchFailed::msg(format!("e{i}")))
                     }
                 });
-                results.lock().unwrap().push(r);
-            });
-        }
-    });
-    let results = results.into_inner().unwrap();
-    let fetches = fetches.into_inner();
+                let _ = done_tx.send(r);
+            }))
+            .expect("race worker alive");
+    }
+    drop(done_tx);
+    // A caller stuck for good shows up as a hang (libFuzzer's -timeout).
+    let results: Vec<_> = (0..n).map(|_| done.recv().expect("every racer returns")).collect();
+    drop(workers);
+    let fetches = fetches.load(Ordering::SeqCst);
     let s = cache.stats();
     s.check_consistency().unwrap();
     let count = |mode| results.iter().filter(|r| matches!(r, Ok(x) if x.mode == mode)).count() as u64;

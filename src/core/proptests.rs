@@ -147,18 +147,21 @@ fn flight_op() -> impl Strategy<Value = FlightOp> {
     ]
 }
 
+// Times on a 100 ms grid, so clock moves land exactly on `retry_at` often
+// (off-by-one bugs at the boundary are the likely ones).
 fn life_setup() -> impl Strategy<Value = LifecycleSetup> {
-    (prop_oneof![5 => Just(true), 1 => Just(false)], 0u8..6, 0u16..4000, 0u16..10000)
-        .prop_map(|(enabled, max_failures, base_ms, max_ms)| LifecycleSetup { enabled, max_failures, base_ms, max_ms })
+    (prop_oneof![5 => Just(true), 1 => Just(false)], 0u8..6, 0u16..40, 0u16..100).prop_map(|(enabled, max_failures, base, max)| {
+        LifecycleSetup { enabled, max_failures, base_ms: base * 100, max_ms: max * 100 }
+    })
 }
 
 fn life_op() -> impl Strategy<Value = LifeOp> {
     let result = prop_oneof![1 => Just(StartResult::Ok), 2 => Just(StartResult::Err), 1 => Just(StartResult::Panic)];
     prop_oneof![
-        6 => (result, prop_oneof![Just(0u16), 0u16..3000]).prop_map(|(result, slow_ms)| LifeOp::Start { result, slow_ms }),
+        6 => (result, prop_oneof![Just(0u16), 0u16..30]).prop_map(|(result, slow)| LifeOp::Start { result, slow_ms: slow * 100 }),
         1 => any::<bool>().prop_map(|ok| LifeOp::StartRacedByShutdown { ok }),
         1 => Just(LifeOp::Shutdown),
-        4 => (0u16..8000).prop_map(|ms| LifeOp::Advance { ms }),
+        4 => (0u16..80).prop_map(|ms| LifeOp::Advance { ms: ms * 100 }),
     ]
 }
 
