@@ -179,5 +179,133 @@ proptest! {
     }
 }
 
-/// Crashes found by the fuzzers or proptest, kept as plain tests.
-mod regressions {}
+/// Cases found by the fuzzers, proptest or mutation testing (`ci/mutants`
+/// survivors), kept as plain tests.
+mod regressions {
+    use std::error::Error;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::core::{
+        Begin, Cache, CacheConfig, CacheKey, CacheMode, Clock, ETag, FetchFailed, ManualClock, Operation, Origin, SystemClock,
+        Timestamp,
+    };
+    use crate::core::key::PrehashedKey;
+
+    /// Keys spread over the shards (a survivor: every key routed to one
+    /// shard went unseen, as that only makes eviction start early). 200
+    /// keys in 4 shards of 100 entries: with any even spread nothing is
+    /// evicted; all in one shard would evict 100. (`& 0xff_ffff` mutated to
+    /// `^ 0xff_ffff` only permutes shard numbers: an equivalent mutant.)
+    #[test]
+    fn keys_spread_over_the_shards() {
+        let cache = Cache::new(CacheConfig { max_entries: 400, shards: 4, ..CacheConfig::default() }, Arc::new(ManualClock::new()));
+        for n in 0..200 {
+            let k = CacheKey::new(Operation::Api, [("n", Some(n.to_string()))]);
+            assert!(cache.insert(&k, cache.new_entry(&k, "x", None, Origin::Upstream)));
+        }
+        let s = cache.stats();
+        assert_eq!((s.entries, s.evictions), (200, 0));
+    }
+
+    /// The diagnostic and wire names (survivors: nothing read them).
+    #[test]
+    fn names_and_debug_output() {
+        let clock: Arc<ManualClock> = Arc::new(ManualClock::new());
+        let cache = Cache::new(CacheConfig::default(), clock.clone());
+        assert!(format!("{cache:?}").starts_with("Cache { config: CacheConfig {"));
+        assert_eq!(format!("{:?}", ETag::new("W/\"x\"").unwrap()), "ETag(\"W/\\\"x\\\"\")");
+        assert_eq!(Timestamp::from_millis(5).to_string(), "t+5ms");
+        let names: Vec<&str> = [CacheMode::Hit, CacheMode::Miss, CacheMode::Revalidated, CacheMode::Stale, CacheMode::Coalesced, CacheMode::Peer]
+            .into_iter()
+            .map(CacheMode::as_str)
+            .collect();
+        assert_eq!(names, ["hit", "miss", "revalidated", "stale", "coalesced", "peer"]);
+        let k = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
+        let Begin::Lead(leader) = cache.begin(&k) else { panic!("first caller leads") };
+        assert_eq!(format!("{leader:?}"), "FlightLeader { key: CacheKey(\"repo:repo=o/r\"), .. }");
+        assert_eq!(format!("{:?}", FetchFailed::msg("boom")), "Message(\"boom\")");
+    }
+
+    /// More names (survivors: nothing read them).
+    #[test]
+    fn key_names_and_errors_display() {
+        let k = CacheKey::new(Operation::WorkflowRuns, [("repo", Some("o/r"))]);
+        assert_eq!((k.to_string(), format!("{k:?}")), ("workflow_runs:repo=o/r".to_owned(), "CacheKey(\"workflow_runs:repo=o/r\")".to_owned()));
+        assert_eq!(Operation::PullRequests.to_string(), "pull_requests");
+        let err = CacheKey::parse("nope:").unwrap_err();
+        assert_eq!(err.to_string(), "invalid cache key: unknown operation \"nope\"");
+        let cache = Cache::new(CacheConfig::default(), Arc::new(ManualClock::new()));
+        let Begin::Lead(_leader) = cache.begin(&k) else { panic!("first caller leads") };
+        let Begin::Follow(follower) = cache.begin(&k) else { panic!("second caller follows") };
+        assert_eq!(format!("{follower:?}"), "Follower { .. }");
+    }
+
+    /// Maps keyed by `CacheKey` use its precomputed hash as is (survivors:
+    /// with every hash zero the maps stay correct, only slow, so nothing
+    /// else notices), and other writes fold bytes by rotate-and-xor.
+    #[test]
+    fn prehashed_keys_pass_their_hash_through() {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let k = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
+        let mut h = PrehashedKey.build_hasher();
+        k.hash(&mut h);
+        assert_eq!(h.finish(), k.hash_value());
+        assert_ne!(k.hash_value(), CacheKey::new(Operation::Repo, [("repo", Some("o/s"))]).hash_value());
+        let fold = |bytes: &[u8]| {
+            let mut h = PrehashedKey.build_hasher();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_eq!(fold(&[1, 2]), 0x0102);
+        assert_eq!(fold(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), 0, "the ninth byte lands on the first");
+    }
+
+    /// `FetchFailed` keeps the original error (survivors).
+    #[test]
+    fn fetch_failed_keeps_the_original_error() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl Error for Outer {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = FetchFailed::new(Outer(std::io::Error::other("inner")));
+        assert_eq!(e.to_string(), "outer");
+        assert!(e.downcast_ref::<Outer>().is_some());
+        assert!(e.downcast_ref::<std::io::Error>().is_none());
+        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("inner"));
+    }
+
+    /// Clock arithmetic away from zero (a survivor: `saturating_sub` was
+    /// only checked where it saturates to zero).
+    #[test]
+    fn timestamps_subtract() {
+        assert_eq!(Timestamp::from_millis(5_000).saturating_sub(Duration::from_secs(2)), Timestamp::from_millis(3_000));
+    }
+
+    /// The system clock moves (a survivor: `now` returning zero kept the
+    /// monotonicity test green). Sleeping guarantees at least that much
+    /// monotonic time passes, so this cannot flake.
+    #[test]
+    fn the_system_clock_moves() {
+        let clock = SystemClock::new();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(clock.now() >= Timestamp::from_millis(5));
+    }
+
+    /// `Cache::config` reports the bounds as adjusted, not as asked
+    /// (a survivor: the adjusted `max_entries` was not checked anywhere).
+    #[test]
+    fn config_reports_the_adjusted_bounds() {
+        let cache = Cache::new(CacheConfig { max_entries: 0, shards: 0, ..CacheConfig::default() }, Arc::new(ManualClock::new()));
+        assert_eq!((cache.config().max_entries, cache.config().shards), (1, 1));
+        assert_eq!(cache.stats().max_entries, 1);
+    }
+}
