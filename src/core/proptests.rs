@@ -191,6 +191,8 @@ mod regressions {
         Timestamp,
     };
     use crate::core::key::PrehashedKey;
+    use crate::core::outcome::OutcomeCell;
+    use crate::core::{AlreadyInitialized, LifecycleConfig, Node, StatsSnapshot};
 
     /// Keys spread over the shards (a survivor: every key routed to one
     /// shard went unseen, as that only makes eviction start early). 200
@@ -259,6 +261,42 @@ mod regressions {
         };
         assert_eq!(fold(&[1, 2]), 0x0102);
         assert_eq!(fold(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), 0, "the ninth byte lands on the first");
+    }
+
+    /// `peek` sees a published value; the node's names (survivors).
+    #[test]
+    fn outcome_peek_and_node_names() {
+        let cell = OutcomeCell::new();
+        assert_eq!(cell.peek(), None);
+        cell.publish(3);
+        assert_eq!(cell.peek(), Some(3));
+        assert_eq!(AlreadyInitialized.to_string(), "the ghcache node of this process is already initialised; use Node::get()");
+        let node = Node::new_for_tests(CacheConfig::default(), LifecycleConfig::disabled(), Arc::new(ManualClock::new()));
+        assert!(format!("{node:?}").starts_with("Node { cache: Cache { config: CacheConfig {"));
+    }
+
+    /// Each rule of `check_consistency` rejects a snapshot that breaks it
+    /// (a survivor: the tests only ever showed it consistent snapshots).
+    #[test]
+    fn check_consistency_rejects_each_broken_rule() {
+        let good = Cache::new(CacheConfig::default(), Arc::new(ManualClock::new())).stats();
+        assert_eq!(good.check_consistency(), Ok(()));
+        let breaks: [(&str, fn(&mut StatsSnapshot)); 8] = [
+            ("hits + stale_hits + misses == lookups", |s| s.hits += 1),
+            ("coalesced <= stale_hits + misses", |s| s.coalesced += 1),
+            ("api_calls == api_calls_rest + api_calls_graphql", |s| s.api_calls += 1),
+            ("api_calls_saved ==", |s| s.api_calls_saved += 1),
+            ("entries <= max_entries", |s| s.entries = s.max_entries + 1),
+            ("bytes <= max_bytes", |s| s.bytes = s.max_bytes + 1),
+            ("entries <= inserts - evictions", |s| s.evictions += 1),
+            ("peer_id present exactly when running", |s| s.p2p.peer_id = Some("x".into())),
+        ];
+        for (rule, break_it) in breaks {
+            let mut bad = good.clone();
+            break_it(&mut bad);
+            let err = bad.check_consistency().unwrap_err();
+            assert!(err.contains(rule), "{rule}: {err}");
+        }
     }
 
     /// `FetchFailed` keeps the original error (survivors).
