@@ -248,11 +248,9 @@ mod regressions {
     /// else notices), and other writes fold bytes by rotate-and-xor.
     #[test]
     fn prehashed_keys_pass_their_hash_through() {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::{BuildHasher, Hasher};
         let k = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
-        let mut h = PrehashedKey.build_hasher();
-        k.hash(&mut h);
-        assert_eq!(h.finish(), k.hash_value());
+        assert_eq!(PrehashedKey.hash_one(&k), k.hash_value());
         assert_ne!(k.hash_value(), CacheKey::new(Operation::Repo, [("repo", Some("o/s"))]).hash_value());
         let fold = |bytes: &[u8]| {
             let mut h = PrehashedKey.build_hasher();
@@ -281,7 +279,8 @@ mod regressions {
     fn check_consistency_rejects_each_broken_rule() {
         let good = Cache::new(CacheConfig::default(), Arc::new(ManualClock::new())).stats();
         assert_eq!(good.check_consistency(), Ok(()));
-        let breaks: [(&str, fn(&mut StatsSnapshot)); 8] = [
+        type Break = fn(&mut StatsSnapshot);
+        let breaks: [(&str, Break); 8] = [
             ("hits + stale_hits + misses == lookups", |s| s.hits += 1),
             ("coalesced <= stale_hits + misses", |s| s.coalesced += 1),
             ("api_calls == api_calls_rest + api_calls_graphql", |s| s.api_calls += 1),
