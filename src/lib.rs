@@ -16,6 +16,10 @@
 //! - [`core`]: the cache, its counters, miss coalescing and the P2P
 //!   lifecycle. Synchronous and free of I/O, so that every lock path can be
 //!   model-checked.
+//! - `daemon` (feature `daemon`, on by default): the thin tokio wrapper:
+//!   config, GitHub upstream, MCP and JSON-RPC tools, reverse proxy, redb
+//!   store, metrics, shutdown. It holds no lock of its own around cache
+//!   state; every read goes through the core's single flight.
 //! - [`sync`]: the facade through which the core gets its locks and atomics:
 //!   std normally, loom under `--cfg loom`.
 //!
@@ -29,4 +33,6 @@ compile_error!(
 );
 
 pub mod core;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod sync;

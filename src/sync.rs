@@ -36,7 +36,7 @@ pub(crate) use std::sync::{
 /// model: immutable values (key text, ETags, error messages) and trait
 /// objects (`dyn Clock`, `dyn P2pHost`) whose own synchronisation, if any,
 /// goes through this facade. (loom's `Arc` cannot hold unsized values.)
-pub(crate) use std::sync::Arc as StdArc;
+pub use std::sync::Arc as StdArc;
 
 /// Locks `mutex`, ignoring poisoning (see the module docs).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,9 +45,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Blocks on `condvar` until woken, ignoring poisoning.
 pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    condvar
-        .wait(guard)
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    condvar.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Declares a process-wide static holding a [`Mutex`].

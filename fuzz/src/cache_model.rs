@@ -239,11 +239,11 @@ impl CacheModel {
         if age < ttl {
             self.counts.hits += 1;
             self.entries.insert(0, found.clone());
-            Lookup::Fresh(found.1)
+            Lookup::Fresh(Arc::new(found.1))
         } else if age < ttl + u128::from(self.grace_ms) {
             self.counts.stale_hits += 1;
             self.entries.insert(0, found.clone());
-            Lookup::Stale(found.1)
+            Lookup::Stale(Arc::new(found.1))
         } else {
             self.counts.expirations += 1;
             self.counts.misses += 1;

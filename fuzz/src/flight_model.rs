@@ -75,7 +75,7 @@ pub enum FlightOp {
 #[derive(Clone, Debug)]
 enum ModelCaller {
     Idle,
-    Leading { key: CacheKey, flight: u64, stale: Option<Entry> },
+    Leading { key: CacheKey, flight: u64, stale: Option<Arc<Entry>> },
     Following { flight: u64 },
 }
 
@@ -178,7 +178,7 @@ impl FlightHarness {
 
     fn compare_outcome(got: FlightOutcome, want: &ModelOutcome) {
         match (got, want) {
-            (FlightOutcome::Done(Ok(e)), ModelOutcome::Done(Ok(w))) => assert_eq!(&e, w, "follower's entry"),
+            (FlightOutcome::Done(Ok(e)), ModelOutcome::Done(Ok(w))) => assert_eq!(&*e, w, "follower's entry"),
             (FlightOutcome::Done(Err(e)), ModelOutcome::Done(Err(w))) => assert_eq!(&e.to_string(), w, "follower's error"),
             (FlightOutcome::Abandoned, ModelOutcome::Abandoned) => {}
             (got, want) => panic!("follower got {got:?}, model says {want:?}"),
@@ -274,7 +274,7 @@ impl FlightHarness {
             panic!("caller {c} is not leading")
         };
         self.model_callers[c] = ModelCaller::Idle;
-        let result = self.fetched(&key, stale.as_ref(), how);
+        let result = self.fetched(&key, stale.as_deref(), how);
         let want: Result<Served, String> = match &result {
             Ok(f) => {
                 self.model.record(match f.via {
@@ -282,17 +282,17 @@ impl FlightHarness {
                     Via::NotModified => Event::Revalidated,
                     Via::Peer => Event::PeerHit,
                 });
-                Ok(Served { entry: f.entry.clone(), mode: CacheMode::from(f.via) })
+                Ok(Served { entry: Arc::new(f.entry.clone()), mode: CacheMode::from(f.via) })
             }
             Err(e) => {
                 self.model.record(Event::FetchError);
                 Err(e.to_string())
             }
         };
-        let shared = want.clone().map(|s| s.entry);
+        let shared = want.clone().map(|s| (*s.entry).clone());
         let invalidated = self.end_flight(&key, flight, ModelOutcome::Done(shared));
         if let (Ok(served), false) = (&want, invalidated) {
-            self.model.store(&key, served.entry.clone());
+            self.model.store(&key, (*served.entry).clone());
         }
         let got = leader.complete(result).map_err(|e| e.to_string());
         assert_eq!(got, want, "leader's answer");

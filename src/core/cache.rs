@@ -5,7 +5,8 @@
 //! inside each [`OutcomeCell`](super::outcome)). The lock order is
 //!
 //! ```text
-//! shard[0] < shard[1] < ... < shard[N-1] < lifecycle        (outcome cells: leaves)
+//! shard[0] < shard[1] < ... < shard[N-1] < lifecycle
+//! leaves, never held with another lock: each OutcomeCell's lock, the process registry (Node::init)
 //! ```
 //!
 //! Every operation on a key takes exactly one shard lock. Only
@@ -69,14 +70,15 @@ impl Default for CacheConfig {
     }
 }
 
-/// What a lookup found.
+/// What a lookup found. Entries are shared, not copied: a hit costs one
+/// reference count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// A fresh entry: serve it.
-    Fresh(Entry),
+    Fresh(StdArc<Entry>),
     /// A stale entry: revalidate (its ETag makes the request free when
     /// unchanged) or serve it when GitHub cannot be asked.
-    Stale(Entry),
+    Stale(StdArc<Entry>),
     /// Nothing usable.
     Miss,
 }
@@ -92,7 +94,7 @@ pub(crate) struct FlightRecord {
 /// One lock's worth of the cache. Everything here is guarded by the shard's
 /// mutex; every method takes `&mut self`, so it runs with the lock held.
 pub(crate) struct Shard {
-    entries: Lru<Entry>,
+    entries: Lru<StdArc<Entry>>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -116,10 +118,10 @@ impl Shard {
     /// entry.
     pub(crate) fn lookup(&mut self, key: &CacheKey, now: Timestamp, stale_grace: Duration) -> Lookup {
         self.counters.lookups += 1;
-        let found = match self.entries.get(key) {
-            None => None,
-            Some(entry) => Some((entry.freshness(now, stale_grace), entry.clone())),
-        };
+        let found = self
+            .entries
+            .get(key)
+            .map(|entry| (entry.freshness(now, stale_grace), entry.clone()));
         match found {
             Some((Freshness::Fresh, entry)) => {
                 self.counters.hits += 1;
@@ -144,7 +146,7 @@ impl Shard {
 
     /// Stores `entry` under `key`, evicting from the cold end to stay within
     /// the bounds. Returns whether it was stored.
-    pub(crate) fn insert(&mut self, key: &CacheKey, entry: Entry) -> bool {
+    pub(crate) fn insert(&mut self, key: &CacheKey, entry: StdArc<Entry>) -> bool {
         let weight = entry.weight(key);
         if weight > self.max_bytes {
             // Refused; an older answer for the same key is outdated now.
@@ -170,7 +172,7 @@ impl Shard {
     }
 
     /// Removes `key`'s entry (uncounted; the caller counts why).
-    fn remove_entry(&mut self, key: &CacheKey) -> Option<Entry> {
+    fn remove_entry(&mut self, key: &CacheKey) -> Option<StdArc<Entry>> {
         let old = self.entries.remove(key)?;
         self.bytes -= old.weight(key);
         Some(old)
@@ -252,7 +254,11 @@ impl Cache {
                 shards,
                 lifecycle: Mutex::new(Lifecycle::new(p2p)),
                 clock,
-                config: CacheConfig { max_entries, shards: n, ..config },
+                config: CacheConfig {
+                    max_entries,
+                    shards: n,
+                    ..config
+                },
             }),
         }
     }
@@ -274,7 +280,13 @@ impl Cache {
 
     /// A fresh entry for `key` with this cache's TTL for its operation,
     /// fetched now.
-    pub fn new_entry(&self, key: &CacheKey, body: impl Into<bytes::Bytes>, etag: Option<super::ETag>, origin: super::Origin) -> Entry {
+    pub fn new_entry(
+        &self,
+        key: &CacheKey,
+        body: impl Into<bytes::Bytes>,
+        etag: Option<super::ETag>,
+        origin: super::Origin,
+    ) -> Entry {
         Entry::new(body, etag, self.now(), self.ttl(key.operation()), origin)
     }
 
@@ -294,7 +306,7 @@ impl Cache {
         if from_peer {
             shard.counters.record(Event::PeerHit);
         }
-        shard.insert(key, entry)
+        shard.insert(key, StdArc::new(entry))
     }
 
     /// Drops `key`'s entry; a fetch of it in progress will not be stored.
@@ -336,7 +348,15 @@ impl Cache {
         }
         let max_entries = shards.iter().map(|s| s.max_entries as u64).sum();
         let max_bytes = shards.iter().map(|s| s.max_bytes as u64).sum();
-        StatsSnapshot::from_parts(&counters, in_flight, entries, bytes, max_entries, max_bytes, lifecycle.status())
+        StatsSnapshot::from_parts(
+            &counters,
+            in_flight,
+            entries,
+            bytes,
+            max_entries,
+            max_bytes,
+            lifecycle.status(),
+        )
     }
 
     /// Keys held, each shard from most to least recently used, shards in
@@ -351,7 +371,8 @@ impl Cache {
         lock(&self.shared.shards[self.shard_index(key)])
     }
 
-    fn shard_index(&self, key: &CacheKey) -> usize {
+    /// Which shard holds `key` (for diagnostics and tests).
+    pub fn shard_index(&self, key: &CacheKey) -> usize {
         // Bits 32..56 of the hash: hashbrown uses the low bits for the bucket
         // and the top 7 for its tag, so shards do not skew either.
         ((key.hash_value() >> 32) & 0x00ff_ffff) as usize % self.shared.shards.len()
@@ -370,6 +391,8 @@ impl Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("Cache")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }

@@ -44,9 +44,8 @@ impl ETag {
     /// Accepts visible ASCII (and spaces) up to [`ETag::MAX_LEN`] bytes, so
     /// a tag can always be sent back as a header value.
     pub fn new(text: &str) -> Option<ETag> {
-        let ok = !text.is_empty()
-            && text.len() <= Self::MAX_LEN
-            && text.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+        let ok =
+            !text.is_empty() && text.len() <= Self::MAX_LEN && text.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
         ok.then(|| ETag(StdArc::from(text)))
     }
 
@@ -184,7 +183,13 @@ mod tests {
     use super::*;
 
     fn entry_at(ms: u64, ttl_s: u64) -> Entry {
-        Entry::new("x", None, Timestamp::from_millis(ms), Duration::from_secs(ttl_s), Origin::Upstream)
+        Entry::new(
+            "x",
+            None,
+            Timestamp::from_millis(ms),
+            Duration::from_secs(ttl_s),
+            Origin::Upstream,
+        )
     }
 
     #[test]
@@ -228,6 +233,9 @@ mod tests {
         let mut e = entry_at(0, 1);
         e.etag = ETag::new("\"t\"");
         let r = e.revalidated(Timestamp::from_millis(5_000), Duration::from_secs(9));
-        assert_eq!((r.body, r.etag, r.fetched_at, r.ttl), (e.body, e.etag, Timestamp::from_millis(5_000), Duration::from_secs(9)));
+        assert_eq!(
+            (r.body, r.etag, r.fetched_at, r.ttl),
+            (e.body, e.etag, Timestamp::from_millis(5_000), Duration::from_secs(9))
+        );
     }
 }

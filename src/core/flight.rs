@@ -162,8 +162,8 @@ impl From<Via> for CacheMode {
 /// An answer and how it was served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
-    /// The entry.
-    pub entry: Entry,
+    /// The entry (shared with the cache).
+    pub entry: StdArc<Entry>,
     /// How it was served.
     pub mode: CacheMode,
 }
@@ -172,7 +172,7 @@ pub struct Served {
 #[derive(Clone, Debug)]
 pub enum FlightOutcome {
     /// The leader finished: its entry or its error.
-    Done(Result<Entry, FetchFailed>),
+    Done(Result<StdArc<Entry>, FetchFailed>),
     /// The leader vanished: start over (see the module docs).
     Abandoned,
 }
@@ -180,7 +180,7 @@ pub enum FlightOutcome {
 /// What [`Cache::begin`] decided for the caller.
 pub enum Begin {
     /// A fresh entry: no fetch needed.
-    Fresh(Entry),
+    Fresh(StdArc<Entry>),
     /// The caller must fetch and then call [`FlightLeader::complete`].
     Lead(FlightLeader),
     /// Another caller is fetching: wait for it.
@@ -193,13 +193,13 @@ pub struct FlightLeader {
     cache: Cache,
     key: CacheKey,
     outcome: Arc<OutcomeCell<FlightOutcome>>,
-    stale: Option<Entry>,
+    stale: Option<StdArc<Entry>>,
     completed: bool,
 }
 
 impl FlightLeader {
     /// The stale entry found, if any: send its ETag as `If-None-Match`.
-    pub fn stale(&self) -> Option<&Entry> {
+    pub fn stale(&self) -> Option<&StdArc<Entry>> {
         self.stale.as_ref()
     }
 
@@ -211,38 +211,33 @@ impl FlightLeader {
     /// Finishes the flight: stores and counts the result, then releases the
     /// followers. Returns the leader's own answer.
     pub fn complete(mut self, result: Result<Fetched, FetchFailed>) -> Result<Served, FetchFailed> {
+        let result = result.map(|Fetched { entry, via }| (StdArc::new(entry), via));
         {
             let mut shard = self.cache.lock_shard(&self.key);
             let record = shard.flights.remove(&self.key);
             debug_assert!(record.as_ref().is_some_and(|r| Arc::ptr_eq(&r.outcome, &self.outcome)));
             let invalidated = record.is_some_and(|r| r.invalidated);
             match &result {
-                Ok(fetched) => {
-                    shard.counters.record(match fetched.via {
-                        Via::Upstream(api) => Event::ApiCall(api),
+                Ok((entry, via)) => {
+                    shard.counters.record(match via {
+                        Via::Upstream(api) => Event::ApiCall(*api),
                         Via::NotModified => Event::Revalidated,
                         Via::Peer => Event::PeerHit,
                     });
                     if !invalidated {
-                        shard.insert(&self.key, fetched.entry.clone());
+                        shard.insert(&self.key, entry.clone());
                     }
                 }
                 Err(_) => shard.counters.record(Event::FetchError),
             }
         }
         self.completed = true;
-        let (shared, served) = match result {
-            Ok(Fetched { entry, via }) => (
-                Ok(entry.clone()),
-                Ok(Served {
-                    entry,
-                    mode: via.into(),
-                }),
-            ),
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
+        let shared = result.as_ref().map(|(entry, _)| entry.clone()).map_err(Clone::clone);
         self.outcome.publish(FlightOutcome::Done(shared));
-        served
+        result.map(|(entry, via)| Served {
+            entry,
+            mode: via.into(),
+        })
     }
 }
 
@@ -262,7 +257,9 @@ impl Drop for FlightLeader {
 
 impl fmt::Debug for FlightLeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FlightLeader").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("FlightLeader")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -270,13 +267,13 @@ impl fmt::Debug for FlightLeader {
 /// [`Follower::wait`] (threads) or `.await` (tasks).
 pub struct Follower {
     outcome: Arc<OutcomeCell<FlightOutcome>>,
-    stale: Option<Entry>,
+    stale: Option<StdArc<Entry>>,
 }
 
 impl Follower {
     /// The stale entry found when joining, if any (to serve if the fetch
     /// fails and serving stale is acceptable).
-    pub fn stale(&self) -> Option<&Entry> {
+    pub fn stale(&self) -> Option<&StdArc<Entry>> {
         self.stale.as_ref()
     }
 
@@ -338,6 +335,9 @@ impl Cache {
     /// fetch in flight for it, else by running `fetch` (with the stale entry,
     /// if any) as the leader. Blocks the calling thread while following; async
     /// callers use [`Cache::begin`] and await the [`Follower`].
+    ///
+    /// `fetch` may use the cache freely, except to fetch the same key again:
+    /// it would follow its own flight and wait for itself.
     pub fn get_or_fetch<F>(&self, key: &CacheKey, fetch: F) -> Result<Served, FetchFailed>
     where
         F: FnOnce(Option<&Entry>) -> Result<Fetched, FetchFailed>,
@@ -360,7 +360,7 @@ impl Cache {
                     FlightOutcome::Abandoned => continue,
                 },
                 Begin::Lead(leader) => {
-                    let result = fetch(leader.stale());
+                    let result = fetch(leader.stale().map(|e| &**e));
                     return leader.complete(result);
                 }
             }

@@ -163,8 +163,7 @@ impl CacheKey {
         let (op_name, query) = text
             .split_once(':')
             .ok_or_else(|| KeyError(format!("{text:?} has no ':'")))?;
-        let op = Operation::from_name(op_name)
-            .ok_or_else(|| KeyError(format!("unknown operation {op_name:?}")))?;
+        let op = Operation::from_name(op_name).ok_or_else(|| KeyError(format!("unknown operation {op_name:?}")))?;
         let mut params = Vec::new();
         if !query.is_empty() {
             for pair in query.split('&') {
@@ -346,8 +345,14 @@ mod tests {
 
     #[test]
     fn documented_examples() {
-        assert_eq!(CacheKey::new(Operation::Runners, [("repo", Some("o/r"))]).as_str(), "runners:repo=o/r");
-        assert_eq!(CacheKey::new::<&str, _>(Operation::AuthStatus, []).as_str(), "auth_status:");
+        assert_eq!(
+            CacheKey::new(Operation::Runners, [("repo", Some("o/r"))]).as_str(),
+            "runners:repo=o/r"
+        );
+        assert_eq!(
+            CacheKey::new::<&str, _>(Operation::AuthStatus, []).as_str(),
+            "auth_status:"
+        );
     }
 
     #[test]
@@ -367,7 +372,15 @@ mod tests {
         ] {
             assert_eq!(CacheKey::parse(key.as_str()), Ok(key.clone()));
         }
-        for bad in ["", "runners", "nope:x=1", "issues:state=open&repo=o/r", "api:path", "api:p=%4", "api:p=%41"] {
+        for bad in [
+            "",
+            "runners",
+            "nope:x=1",
+            "issues:state=open&repo=o/r",
+            "api:path",
+            "api:p=%4",
+            "api:p=%41",
+        ] {
             assert!(CacheKey::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

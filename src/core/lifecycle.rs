@@ -11,7 +11,7 @@
 //!
 //!   Disabled: P2P off by configuration (local-only); never leaves.
 //!   Idle, BackingOff, Degraded, Disabled ── shutdown() ──▶ Stopped
-//!   Starting ── shutdown() ──▶ (stop requested) ── starter returns ──▶ Stopped
+//!   Starting ── shutdown() ──▶ (stop requested) ── starter returns ──▶ Stopping ──▶ Stopped
 //! ```
 //!
 //! # Invariants
@@ -22,10 +22,14 @@
 //! - **No lock across foreign code.** The starter, `P2pHost::peer_id`,
 //!   `P2pHost::stop` and the clock all run with the lifecycle lock released.
 //! - **Stopped means stopped.** When shutdown races a start in progress it
-//!   only records the request; the starter's caller, on return, stops the new
-//!   host *before* publishing the outcome, and shutdown waits for that
-//!   outcome. So when `shutdown` returns no host is running, and none can be
-//!   started again: `Stopped` is final.
+//!   only records the request; the starter's caller, on return, moves to
+//!   `Stopping`, stops the new host, records `Stopped`, and only then
+//!   publishes the outcome that shutdown waits for. A shutdown arriving in
+//!   between finds `Stopping` and waits too. So when any `shutdown` returns
+//!   no host is running, and none can be started again: `Stopped` is final.
+//!   (The spin model in `model/` found the earlier version of this, which
+//!   recorded `Stopped` before stopping the host, letting a second shutdown
+//!   return early.)
 //! - **Exactly one stop.** A host is moved out of the state by whoever
 //!   stops it, so it cannot be stopped twice; concurrent shutdowns wait for
 //!   the one in progress (`Stopping`).
@@ -210,7 +214,11 @@ impl Lifecycle {
     pub(crate) fn status(&self) -> P2pStatus {
         let shutdown_requested = matches!(
             self.state,
-            State::Starting { stop_requested: true, .. } | State::Stopping { .. } | State::Stopped
+            State::Starting {
+                stop_requested: true,
+                ..
+            } | State::Stopping { .. }
+                | State::Stopped
         );
         let (phase, peer_id, retry_at) = match &self.state {
             State::Disabled => (P2pPhase::Disabled, None, None),
@@ -232,21 +240,25 @@ impl Lifecycle {
         }
     }
 
-    /// Records a finished start attempt (lock held). Returns the outcome and
-    /// the host to stop, if shutdown asked for it meanwhile.
+    /// Records a finished start attempt (lock held). Returns the outcome and,
+    /// if shutdown asked for it meanwhile, the host to stop with the
+    /// `Stopping` cell to publish once it is stopped.
     fn finish_start(
         &mut self,
         result: Result<(Box<dyn P2pHost>, String), String>,
         now: Timestamp,
-    ) -> (StartOutcome, Option<Box<dyn P2pHost>>) {
+    ) -> (StartOutcome, Option<(Box<dyn P2pHost>, Arc<OutcomeCell<()>>)>) {
         let stop_requested = match &self.state {
             State::Starting { stop_requested, .. } => *stop_requested,
             _ => unreachable!("only the starter leaves Starting"),
         };
         match (result, stop_requested) {
             (Ok((host, _)), true) => {
-                self.state = State::Stopped;
-                (StartOutcome::ShutDown, Some(host))
+                // Not `Stopped` yet: the host runs until the starter's caller
+                // stops it, and a shutdown arriving meanwhile must wait.
+                let done = Arc::new(OutcomeCell::new());
+                self.state = State::Stopping { done: done.clone() };
+                (StartOutcome::ShutDown, Some((host, done)))
             }
             (Err(error), true) => {
                 self.last_error = Some(error);
@@ -301,12 +313,22 @@ impl StartAttempt<'_> {
     fn record(&self, result: Result<(Box<dyn P2pHost>, String), String>) -> StartOutcome {
         let now = self.cache.now();
         let (outcome, to_stop) = lock(&self.cache.shared.lifecycle).finish_start(result, now);
-        if let Some(host) = to_stop {
-            // Stopped before the outcome is published: a shutdown waiting on
-            // it returns only once the host is down.
+        // Published when this goes out of scope: after the host is stopped
+        // (a shutdown waiting on the outcome returns only once the host is
+        // down), and even if `stop` panics.
+        let _publish = PublishOnDrop {
+            cell: &self.attempt,
+            value: Some(outcome.clone()),
+        };
+        if let Some((host, done)) = to_stop {
+            // Dropped before `_publish`: `Stopped` and the `Stopping` waiters
+            // are released first, then the attempt's waiters.
+            let _finish = StopInProgress {
+                cache: self.cache,
+                done,
+            };
             host.stop();
         }
-        self.attempt.publish(outcome.clone());
         outcome
     }
 }
@@ -315,6 +337,20 @@ impl Drop for StartAttempt<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.record(Err("the P2P starter panicked".to_owned()));
+        }
+    }
+}
+
+/// Publishes `value` to `cell` when dropped, panics included.
+struct PublishOnDrop<'a, T: Clone> {
+    cell: &'a OutcomeCell<T>,
+    value: Option<T>,
+}
+
+impl<T: Clone> Drop for PublishOnDrop<'_, T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.take() {
+            self.cell.publish(value);
         }
     }
 }
@@ -395,7 +431,10 @@ impl super::Cache {
             match &mut lifecycle.state {
                 State::Stopped => Then::Return,
                 State::Stopping { done } => Then::WaitForStop(done.clone()),
-                State::Starting { attempt, stop_requested } => {
+                State::Starting {
+                    attempt,
+                    stop_requested,
+                } => {
                     *stop_requested = true;
                     Then::WaitForStarter(attempt.clone())
                 }

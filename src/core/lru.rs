@@ -200,7 +200,10 @@ mod tests {
     }
 
     fn order(lru: &Lru<u32>) -> Vec<String> {
-        lru.keys_by_recency().iter().map(|k| k.as_str().trim_start_matches("api:n=").to_string()).collect()
+        lru.keys_by_recency()
+            .iter()
+            .map(|k| k.as_str().trim_start_matches("api:n=").to_string())
+            .collect()
     }
 
     #[test]

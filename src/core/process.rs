@@ -85,6 +85,10 @@ impl Node {
     /// already running, a start is in progress (then waits for its outcome),
     /// the last failure's backoff has not passed, or the node is disabled,
     /// degraded or shut down. See [`lifecycle`](super::lifecycle).
+    ///
+    /// The starter may read the node (stats, lookups) but must not call
+    /// `start_p2p` or `shutdown_p2p` on it: it would wait for its own
+    /// attempt.
     pub fn start_p2p<S>(&self, starter: S) -> StartOutcome
     where
         S: FnOnce() -> Result<Box<dyn P2pHost>, StartError>,

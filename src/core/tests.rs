@@ -48,13 +48,16 @@ fn lookup_goes_fresh_then_stale_then_expires() {
     assert!(matches!(cache.lookup(&k), Lookup::Fresh(e) if e.body == "a"));
     clock.advance(Operation::Repo.default_ttl());
     match cache.lookup(&k) {
-        Lookup::Stale(e) => assert_eq!(e.etag.unwrap().as_str(), "\"v1\""),
+        Lookup::Stale(e) => assert_eq!(e.etag.as_ref().unwrap().as_str(), "\"v1\""),
         other => panic!("expected stale, got {other:?}"),
     }
     clock.advance(Duration::from_secs(100));
     assert_eq!(cache.lookup(&k), Lookup::Miss);
     let s = checked(&cache);
-    assert_eq!((s.lookups, s.hits, s.stale_hits, s.misses, s.expirations, s.entries), (4, 1, 1, 2, 1, 0));
+    assert_eq!(
+        (s.lookups, s.hits, s.stale_hits, s.misses, s.expirations, s.entries),
+        (4, 1, 1, 2, 1, 0)
+    );
 }
 
 #[test]
@@ -159,7 +162,10 @@ fn invalidate_prefix_and_clear_remove_entries_but_keep_counters() {
     assert_eq!(cache.clear(), 1);
     let after = checked(&cache);
     assert_eq!((after.entries, after.bytes), (0, 0));
-    assert_eq!((after.hits, after.api_calls, after.lookups), (before.hits, before.api_calls, before.lookups));
+    assert_eq!(
+        (after.hits, after.api_calls, after.lookups),
+        (before.hits, before.api_calls, before.lookups)
+    );
     assert_eq!(after.invalidations, 4);
     // Counting goes on after a clear (the seed system crashed here).
     cache.lookup(&key(1));
@@ -177,11 +183,17 @@ fn counters_and_derived_figures() {
     cache.record(&k, Event::Revalidated);
     cache.record(&k, Event::StaleServed);
     cache.record(&k, Event::FetchError);
-    cache.insert(&k, Entry::new("p", None, cache.now(), Duration::from_secs(1), Origin::Peer));
+    cache.insert(
+        &k,
+        Entry::new("p", None, cache.now(), Duration::from_secs(1), Origin::Peer),
+    );
     cache.lookup(&k);
     let s = checked(&cache);
     assert_eq!((s.api_calls, s.api_calls_rest, s.api_calls_graphql), (2, 1, 1));
-    assert_eq!((s.revalidations, s.stale_served, s.fetch_errors, s.peer_hits, s.hits), (1, 1, 1, 1, 1));
+    assert_eq!(
+        (s.revalidations, s.stale_served, s.fetch_errors, s.peer_hits, s.hits),
+        (1, 1, 1, 1, 1)
+    );
     assert_eq!(s.api_calls_saved, 4);
 }
 
@@ -211,18 +223,33 @@ fn get_or_fetch_fetches_once_then_hits_then_revalidates() {
     assert_eq!(cache.get_or_fetch(&k, fetch).unwrap().mode, CacheMode::Hit);
     clock.advance(Operation::Repo.default_ttl());
     let served = cache.get_or_fetch(&k, fetch).unwrap();
-    assert_eq!((served.mode, served.entry.body.as_ref()), (CacheMode::Revalidated, &b"v1"[..]));
+    assert_eq!(
+        (served.mode, served.entry.body.as_ref()),
+        (CacheMode::Revalidated, &b"v1"[..])
+    );
     assert_eq!(cache.get_or_fetch(&k, fetch).unwrap().mode, CacheMode::Hit);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let s = checked(&cache);
-    assert_eq!((s.api_calls, s.revalidations, s.hits, s.misses, s.stale_hits, s.in_flight), (1, 1, 2, 1, 1, 0));
+    assert_eq!(
+        (
+            s.api_calls,
+            s.revalidations,
+            s.hits,
+            s.misses,
+            s.stale_hits,
+            s.in_flight
+        ),
+        (1, 1, 2, 1, 1, 0)
+    );
 }
 
 #[test]
 fn a_failed_fetch_is_counted_and_not_stored() {
     let (cache, _) = setup(CacheConfig::default());
     let k = key(1);
-    let err = cache.get_or_fetch(&k, |_| Err(FetchFailed::msg("upstream 502"))).unwrap_err();
+    let err = cache
+        .get_or_fetch(&k, |_| Err(FetchFailed::msg("upstream 502")))
+        .unwrap_err();
     assert_eq!(err.to_string(), "upstream 502");
     assert_eq!(cache.lookup(&k), Lookup::Miss);
     assert_eq!(checked(&cache).fetch_errors, 1);
@@ -232,14 +259,22 @@ fn a_failed_fetch_is_counted_and_not_stored() {
 fn followers_share_the_leaders_result_and_error() {
     let (cache, _) = setup(CacheConfig::default());
     let k = key(1);
-    let Begin::Lead(leader) = cache.begin(&k) else { panic!("first caller leads") };
-    let Begin::Follow(follower) = cache.begin(&k) else { panic!("second caller follows") };
+    let Begin::Lead(leader) = cache.begin(&k) else {
+        panic!("first caller leads")
+    };
+    let Begin::Follow(follower) = cache.begin(&k) else {
+        panic!("second caller follows")
+    };
     assert_eq!(checked(&cache).in_flight, 1);
     leader.complete(Err(FetchFailed::msg("boom"))).unwrap_err();
     assert!(matches!(follower.wait(), FlightOutcome::Done(Err(e)) if e.to_string() == "boom"));
 
-    let Begin::Lead(leader) = cache.begin(&k) else { panic!("after a failure a new caller leads") };
-    let Begin::Follow(follower) = cache.begin(&k) else { panic!() };
+    let Begin::Lead(leader) = cache.begin(&k) else {
+        panic!("after a failure a new caller leads")
+    };
+    let Begin::Follow(follower) = cache.begin(&k) else {
+        panic!()
+    };
     let served = leader.complete(fetched(&cache, &k, "ok")).unwrap();
     assert_eq!(served.mode, CacheMode::Miss);
     assert!(matches!(follower.wait(), FlightOutcome::Done(Ok(e)) if e.body == "ok"));
@@ -252,10 +287,15 @@ fn a_dropped_leader_releases_followers_to_elect_a_new_one() {
     let (cache, _) = setup(CacheConfig::default());
     let k = key(1);
     let Begin::Lead(leader) = cache.begin(&k) else { panic!() };
-    let Begin::Follow(follower) = cache.begin(&k) else { panic!() };
+    let Begin::Follow(follower) = cache.begin(&k) else {
+        panic!()
+    };
     drop(leader);
     assert!(matches!(follower.wait(), FlightOutcome::Abandoned));
-    assert!(matches!(cache.begin(&k), Begin::Lead(_)), "the follower retries and leads");
+    assert!(
+        matches!(cache.begin(&k), Begin::Lead(_)),
+        "the follower retries and leads"
+    );
     assert_eq!(checked(&cache).abandoned_flights, 2);
 }
 
@@ -269,7 +309,10 @@ fn a_panicking_fetch_abandons_the_flight() {
     assert!(result.is_err());
     let s = checked(&cache);
     assert_eq!((s.in_flight, s.abandoned_flights), (0, 1));
-    assert_eq!(cache.get_or_fetch(&k, |_| fetched(&cache, &k, "v")).unwrap().mode, CacheMode::Miss);
+    assert_eq!(
+        cache.get_or_fetch(&k, |_| fetched(&cache, &k, "v")).unwrap().mode,
+        CacheMode::Miss
+    );
 }
 
 #[test]
@@ -335,7 +378,10 @@ fn node(p2p: LifecycleConfig) -> (Node, StdArc<ManualClock>) {
 }
 
 fn host(stops: &StdArc<AtomicUsize>) -> Result<Box<dyn P2pHost>, StartError> {
-    Ok(Box::new(TestHost { id: "12D3KooWtest", stops: stops.clone() }))
+    Ok(Box::new(TestHost {
+        id: "12D3KooWtest",
+        stops: stops.clone(),
+    }))
 }
 
 #[test]
@@ -343,16 +389,24 @@ fn start_runs_once_and_shutdown_stops_once() {
     let (node, _) = node(LifecycleConfig::default());
     let stops = StdArc::new(AtomicUsize::new(0));
     assert_eq!(node.stats().p2p.phase, P2pPhase::Idle);
-    let running = StartOutcome::Running { peer_id: "12D3KooWtest".into() };
+    let running = StartOutcome::Running {
+        peer_id: "12D3KooWtest".into(),
+    };
     assert_eq!(node.start_p2p(|| host(&stops)), running);
     assert_eq!(node.start_p2p(|| panic!("never called again")), running);
     let s = node.stats();
     s.check_consistency().unwrap();
-    assert_eq!((s.p2p.phase, s.p2p.peer_id.as_deref()), (P2pPhase::Running, Some("12D3KooWtest")));
+    assert_eq!(
+        (s.p2p.phase, s.p2p.peer_id.as_deref()),
+        (P2pPhase::Running, Some("12D3KooWtest"))
+    );
     node.shutdown_p2p();
     node.shutdown_p2p();
     assert_eq!(stops.load(Ordering::SeqCst), 1);
-    assert_eq!(node.start_p2p(|| panic!("nothing starts after shutdown")), StartOutcome::ShutDown);
+    assert_eq!(
+        node.start_p2p(|| panic!("nothing starts after shutdown")),
+        StartOutcome::ShutDown
+    );
     assert_eq!(node.stats().p2p.phase, P2pPhase::Stopped);
 }
 
@@ -368,15 +422,35 @@ fn failures_back_off_exponentially_then_degrade() {
     assert_eq!(config.backoff(2), Duration::from_secs(3), "capped");
     let (node, clock) = node(config);
     let fail = || -> Result<Box<dyn P2pHost>, StartError> { Err("port 9100 in use".into()) };
-    assert!(matches!(node.start_p2p(fail), StartOutcome::Failed { failures: 1, degraded: false, .. }));
+    assert!(matches!(
+        node.start_p2p(fail),
+        StartOutcome::Failed {
+            failures: 1,
+            degraded: false,
+            ..
+        }
+    ));
     let retry_at = Timestamp::from_millis(2_000);
-    assert_eq!(node.start_p2p(|| panic!("backing off")), StartOutcome::BackingOff { retry_at });
+    assert_eq!(
+        node.start_p2p(|| panic!("backing off")),
+        StartOutcome::BackingOff { retry_at }
+    );
     let s = node.stats();
-    assert_eq!((s.p2p.phase, s.p2p.retry_at, s.p2p.last_error.as_deref()), (P2pPhase::BackingOff, Some(retry_at), Some("port 9100 in use")));
+    assert_eq!(
+        (s.p2p.phase, s.p2p.retry_at, s.p2p.last_error.as_deref()),
+        (P2pPhase::BackingOff, Some(retry_at), Some("port 9100 in use"))
+    );
     clock.advance(Duration::from_secs(2));
     assert!(matches!(node.start_p2p(fail), StartOutcome::Failed { failures: 2, .. }));
     clock.advance(Duration::from_secs(3));
-    assert!(matches!(node.start_p2p(fail), StartOutcome::Failed { failures: 3, degraded: true, .. }));
+    assert!(matches!(
+        node.start_p2p(fail),
+        StartOutcome::Failed {
+            failures: 3,
+            degraded: true,
+            ..
+        }
+    ));
     clock.advance(Duration::from_secs(3600));
     assert_eq!(node.start_p2p(|| panic!("degraded")), StartOutcome::Degraded);
     assert_eq!(node.stats().p2p.phase, P2pPhase::Degraded);
@@ -386,7 +460,10 @@ fn failures_back_off_exponentially_then_degrade() {
 fn a_success_resets_the_failure_count() {
     let (node, clock) = node(LifecycleConfig::default());
     let stops = StdArc::new(AtomicUsize::new(0));
-    assert!(matches!(node.start_p2p(|| Err("once".into())), StartOutcome::Failed { .. }));
+    assert!(matches!(
+        node.start_p2p(|| Err("once".into())),
+        StartOutcome::Failed { .. }
+    ));
     clock.advance(Duration::from_secs(1));
     assert!(matches!(node.start_p2p(|| host(&stops)), StartOutcome::Running { .. }));
     assert_eq!(node.stats().p2p.failures, 0);
@@ -395,7 +472,9 @@ fn a_success_resets_the_failure_count() {
 #[test]
 fn a_panicking_starter_counts_as_a_failure() {
     let (node, _) = node(LifecycleConfig::default());
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.start_p2p(|| panic!("bind exploded"))));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        node.start_p2p(|| panic!("bind exploded"))
+    }));
     assert!(r.is_err());
     let s = node.stats();
     assert_eq!((s.p2p.phase, s.p2p.failures), (P2pPhase::BackingOff, 1));
@@ -442,10 +521,45 @@ fn shutdown_during_a_start_stops_the_new_host_before_returning() {
 }
 
 #[test]
+fn a_host_whose_stop_panics_still_releases_a_waiting_shutdown() {
+    struct PanickyHost;
+    impl P2pHost for PanickyHost {
+        fn peer_id(&self) -> String {
+            "12D3KooWpanicky".into()
+        }
+        fn stop(&self) {
+            panic!("stop exploded");
+        }
+    }
+    let (node, _) = node(LifecycleConfig::default());
+    let node = &node;
+    std::thread::scope(|s| {
+        let starter = s.spawn(move || {
+            node.start_p2p(|| {
+                while !node.stats().p2p.shutdown_requested {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(Box::new(PanickyHost))
+            })
+        });
+        while node.stats().p2p.phase != P2pPhase::Starting {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let shutdown = s.spawn(|| node.shutdown_p2p());
+        assert!(starter.join().is_err(), "the panic reaches the starter's caller");
+        shutdown.join().unwrap();
+    });
+    assert_eq!(node.stats().p2p.phase, P2pPhase::Stopped);
+}
+
+#[test]
 fn the_process_has_one_node() {
     let clock: StdArc<dyn Clock> = StdArc::new(SystemClock::new());
     let node = Node::init(CacheConfig::default(), LifecycleConfig::disabled(), clock.clone()).unwrap();
-    assert_eq!(Node::init(CacheConfig::default(), LifecycleConfig::default(), clock).unwrap_err(), AlreadyInitialized);
+    assert_eq!(
+        Node::init(CacheConfig::default(), LifecycleConfig::default(), clock).unwrap_err(),
+        AlreadyInitialized
+    );
     assert!(crate::sync::Arc::ptr_eq(&Node::get().unwrap(), &node));
 }
 

@@ -1,0 +1,487 @@
+//! The daemon's settings: flags, a TOML file with the same keys, and the
+//! environment for secrets.
+//!
+//! Precedence: built-in defaults < `--config FILE` < flags < environment
+//! (secrets only: `GITHUB_TOKEN` / `GH_TOKEN`, `GHCACHE_MCP_TOKEN`). Every
+//! problem becomes one [`ConfigError`] line naming the key; `main` prints it
+//! and exits with code 2.
+//!
+//! Keys (flag `--foo-bar` is key `foo_bar`):
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `listen` | `127.0.0.1:9000` | HTTP address |
+//! | `data_dir` | `$STATE_DIRECTORY`, `$XDG_STATE_HOME/ghcache`, `~/.local/state/ghcache` | where the store lives |
+//! | `github_api_url` | `https://api.github.com` | GitHub (Enterprise: `https://HOST/api/v3`) |
+//! | `mcp_token` | none | bearer token required on `/mcp` and `/jsonrpc` |
+//! | `p2p` | `true` (`--no-p2p` sets false) | accepted; P2P arrives with its own issue |
+//! | `log_json` | `false` | JSON log lines |
+//! | `store` | `true` | persist entries under `data_dir` |
+//! | `max_concurrent_upstream` | 25 | GitHub requests at once |
+//! | `upstream_timeout_ms` | 10000 | per request |
+//! | `upstream_retries` | 3 | extra attempts after a 5xx or timeout |
+//! | `retry_base_ms` | 250 | first backoff (doubles, jittered) |
+//! | `max_body_bytes` | 1048576 | request body limit on `/mcp` and `/jsonrpc` |
+//! | `allowed_origins` | `[]` | browser origins allowed besides localhost ones |
+//! | `max_entries` / `max_bytes` | 10000 / 256 MiB | cache bounds (the store keeps at most `max_entries`) |
+//! | `stale_grace_secs` | 86400 | how long past its TTL an entry may be revalidated or served stale |
+//! | `ttl_secs.<operation>` | see `Operation::default_ttl` | e.g. `ttl_secs.runners = 10` |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::core::{CacheConfig, Operation};
+
+/// One bad setting: printed as a single line, exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid config key `{key}`: {why}"))
+}
+
+/// Where the GitHub token came from (never the token itself in logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `GITHUB_TOKEN`.
+    GithubToken,
+    /// `GH_TOKEN`.
+    GhToken,
+    /// `gh auth token`.
+    GhCli,
+    /// Set directly (tests).
+    Explicit,
+    /// None: unauthenticated (60 requests an hour).
+    None,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Option<String>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Secret(***)"
+        } else {
+            "Secret(None)"
+        })
+    }
+}
+
+/// Everything the daemon needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Data directory (the store file lives here).
+    pub data_dir: PathBuf,
+    /// GitHub REST base URL, without a trailing slash.
+    pub github_api_url: String,
+    /// Bearer token required on the RPC endpoints, if set.
+    pub mcp_token: Secret,
+    /// The GitHub token.
+    pub github_token: Secret,
+    /// Where the GitHub token came from.
+    pub token_source: TokenSource,
+    /// P2P wanted (not implemented yet; accepted).
+    pub p2p: bool,
+    /// JSON logs.
+    pub log_json: bool,
+    /// Persist entries.
+    pub store: bool,
+    /// Most GitHub requests in flight.
+    pub max_concurrent_upstream: usize,
+    /// Per-request timeout.
+    pub upstream_timeout: Duration,
+    /// Extra attempts after a 5xx or a timeout.
+    pub upstream_retries: u32,
+    /// First retry backoff.
+    pub retry_base: Duration,
+    /// Body limit on the RPC endpoints.
+    pub max_body_bytes: usize,
+    /// Extra allowed browser origins (exact `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// The cache's settings.
+    pub cache: CacheConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            data_dir: default_data_dir(),
+            github_api_url: "https://api.github.com".into(),
+            mcp_token: Secret(None),
+            github_token: Secret(None),
+            token_source: TokenSource::None,
+            p2p: true,
+            log_json: false,
+            store: true,
+            max_concurrent_upstream: 25,
+            upstream_timeout: Duration::from_secs(10),
+            upstream_retries: 3,
+            retry_base: Duration::from_millis(250),
+            max_body_bytes: 1 << 20,
+            allowed_origins: Vec::new(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = env("XDG_STATE_HOME") {
+        return dir.join("ghcache");
+    }
+    if let Some(home) = env("HOME") {
+        return home.join(".local/state/ghcache");
+    }
+    PathBuf::from("ghcache-data")
+}
+
+/// A value as it arrives: a flag's text or a TOML value.
+enum Raw<'a> {
+    Text(&'a str),
+    Toml(&'a toml::Value),
+}
+
+impl Raw<'_> {
+    fn string(&self, key: &str) -> Result<String, ConfigError> {
+        match self {
+            Raw::Text(s) => Ok(s.to_string()),
+            Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Raw::Toml(v) => Err(bad(key, format!("expected a string, got {}", v.type_str()))),
+        }
+    }
+
+    fn uint(&self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let n = match self {
+            Raw::Text(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad(key, format!("expected a whole number, got {s:?}")))?,
+            Raw::Toml(toml::Value::Integer(i)) => {
+                u64::try_from(*i).map_err(|_| bad(key, format!("expected a non-negative number, got {i}")))?
+            }
+            Raw::Toml(v) => return Err(bad(key, format!("expected a number, got {}", v.type_str()))),
+        };
+        if n < min || n > max {
+            return Err(bad(key, format!("{n} is out of range {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        match self {
+            Raw::Text("true" | "1" | "yes") => Ok(true),
+            Raw::Text("false" | "0" | "no") => Ok(false),
+            Raw::Text(s) => Err(bad(key, format!("expected true or false, got {s:?}"))),
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Toml(v) => Err(bad(key, format!("expected true or false, got {}", v.type_str()))),
+        }
+    }
+}
+
+impl Config {
+    fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), ConfigError> {
+        const MAX: u64 = u64::MAX >> 1;
+        match key {
+            "listen" => {
+                let s = raw.string(key)?;
+                self.listen = s
+                    .parse()
+                    .map_err(|_| bad(key, format!("expected an address like 127.0.0.1:9000, got {s:?}")))?;
+            }
+            "data_dir" => {
+                let s = raw.string(key)?;
+                if s.is_empty() {
+                    return Err(bad(key, "must not be empty"));
+                }
+                self.data_dir = PathBuf::from(s);
+            }
+            "github_api_url" => {
+                let s = raw.string(key)?;
+                let ok = (s.starts_with("http://") || s.starts_with("https://"))
+                    && s.len() > "https://".len()
+                    && !s.contains(['?', '#', ' ']);
+                if !ok {
+                    return Err(bad(
+                        key,
+                        format!("expected an http(s) URL like https://api.github.com, got {s:?}"),
+                    ));
+                }
+                self.github_api_url = s.trim_end_matches('/').to_string();
+            }
+            "mcp_token" => {
+                let s = raw.string(key)?;
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(bad(key, "must be non-empty visible ASCII"));
+                }
+                self.mcp_token = Secret(Some(s));
+            }
+            "p2p" => self.p2p = raw.boolean(key)?,
+            "log_json" => self.log_json = raw.boolean(key)?,
+            "store" => self.store = raw.boolean(key)?,
+            "max_concurrent_upstream" => self.max_concurrent_upstream = raw.uint(key, 1, 10_000)? as usize,
+            "upstream_timeout_ms" => self.upstream_timeout = Duration::from_millis(raw.uint(key, 1, 600_000)?),
+            "upstream_retries" => self.upstream_retries = raw.uint(key, 0, 10)? as u32,
+            "retry_base_ms" => self.retry_base = Duration::from_millis(raw.uint(key, 0, 60_000)?),
+            "max_body_bytes" => self.max_body_bytes = raw.uint(key, 1024, 1 << 30)? as usize,
+            "max_entries" => self.cache.max_entries = raw.uint(key, 1, MAX)? as usize,
+            "max_bytes" => self.cache.max_bytes = raw.uint(key, 1, MAX)? as usize,
+            "stale_grace_secs" => self.cache.stale_grace = Duration::from_secs(raw.uint(key, 0, 365 * 86_400)?),
+            "allowed_origins" => {
+                let list: Vec<String> = match raw {
+                    Raw::Text(s) => s
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    Raw::Toml(toml::Value::Array(a)) => a
+                        .iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(String::from)
+                                .ok_or_else(|| bad(key, "expected a list of strings"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Raw::Toml(v) => return Err(bad(key, format!("expected a list of strings, got {}", v.type_str()))),
+                };
+                if let Some(o) = list
+                    .iter()
+                    .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+                {
+                    return Err(bad(key, format!("origin {o:?} must start with http:// or https://")));
+                }
+                self.allowed_origins = list.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect();
+            }
+            _ => {
+                if let Some(op_name) = key.strip_prefix("ttl_secs.") {
+                    let op = Operation::from_name(op_name).ok_or_else(|| bad(key, "unknown operation"))?;
+                    let ttl = Duration::from_secs(raw.uint(key, 0, 365 * 86_400)?);
+                    self.cache.ttl = std::mem::take(&mut self.cache.ttl).with(op, ttl);
+                } else {
+                    return Err(bad(key, "unknown key"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML document (same keys as the flags; `ttl_secs` is a
+    /// table).
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.message().replace('\n', " ");
+            ConfigError(format!("invalid config file: {msg}"))
+        })?;
+        for (key, value) in &table {
+            if key == "ttl_secs" {
+                let inner = value
+                    .as_table()
+                    .ok_or_else(|| bad(key, "expected a table like [ttl_secs] runners = 30"))?;
+                for (op, v) in inner {
+                    self.set(&format!("ttl_secs.{op}"), Raw::Toml(v))?;
+                }
+            } else {
+                self.set(key, Raw::Toml(value))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and applies a TOML file.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid config key `config`: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        self.apply_toml(&text)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses `ghcache daemon` flags: `--config FILE` is applied first, then
+    /// the other flags over it. Does not read the environment.
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.into_iter().collect();
+        let mut pairs: Vec<(String, Option<String>)> = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            let Some(flag) = arg.strip_prefix("--") else {
+                return Err(ConfigError(format!(
+                    "unexpected argument {arg:?} (flags start with --)"
+                )));
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (flag.to_string(), None),
+            };
+            let key = name.replace('-', "_");
+            match key.as_str() {
+                "no_p2p" | "log_json" | "no_store" => pairs.push((key, inline)),
+                _ => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => {
+                            i += 1;
+                            args.get(i).cloned().ok_or_else(|| bad(&key, "missing value"))?
+                        }
+                    };
+                    pairs.push((key, Some(value)));
+                }
+            }
+            i += 1;
+        }
+        let mut config = Config::default();
+        for (key, value) in &pairs {
+            if key == "config" {
+                config.apply_file(Path::new(value.as_deref().unwrap_or_default()))?;
+            }
+        }
+        for (key, value) in &pairs {
+            match (key.as_str(), value.as_deref()) {
+                ("config", _) => {}
+                ("no_p2p", None) => config.p2p = false,
+                ("no_store", None) => config.store = false,
+                ("log_json", None) => config.log_json = true,
+                ("no_p2p" | "no_store", Some(_)) => return Err(bad(key, "takes no value")),
+                (key, Some(v)) => config.set(key, Raw::Text(v))?,
+                (key, None) => return Err(bad(key, "missing value")),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Fills in secrets from the environment: `GHCACHE_MCP_TOKEN`, and the
+    /// GitHub token from `GITHUB_TOKEN`, `GH_TOKEN`, else `gh auth token`.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Some(t) = std::env::var("GHCACHE_MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
+            self.set("mcp_token", Raw::Text(&t))?;
+        }
+        let (token, source) = if let Some(t) = env_token("GITHUB_TOKEN") {
+            (Some(t), TokenSource::GithubToken)
+        } else if let Some(t) = env_token("GH_TOKEN") {
+            (Some(t), TokenSource::GhToken)
+        } else if let Some(t) = gh_cli_token() {
+            (Some(t), TokenSource::GhCli)
+        } else {
+            (None, TokenSource::None)
+        };
+        self.github_token = Secret(token);
+        self.token_source = source;
+        Ok(())
+    }
+
+    /// The path of the store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("cache.redb")
+    }
+}
+
+fn env_token(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+fn gh_cli_token() -> Option<String> {
+    let out = std::process::Command::new("gh")
+        .args(["auth", "token"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let t = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic())).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::from_args(args("")).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.github_api_url, "https://api.github.com");
+        assert!(c.p2p);
+        let c = Config::from_args(args(
+            "--listen 127.0.0.1:0 --data-dir /tmp/x --github-api-url http://127.0.0.1:5/ --mcp-token s3cret --no-p2p --log-json",
+        ))
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.github_api_url, "http://127.0.0.1:5");
+        assert_eq!(c.mcp_token.0.as_deref(), Some("s3cret"));
+        assert!(!c.p2p && c.log_json);
+        assert_eq!(format!("{:?}", c.mcp_token), "Secret(***)");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::from_args(args("--listen nowhere")).unwrap_err();
+        assert!(e.0.contains("`listen`"), "{e}");
+        let e = Config::from_args(args("--frobnicate 1")).unwrap_err();
+        assert!(e.0.contains("`frobnicate`") && e.0.contains("unknown key"), "{e}");
+        let e = Config::from_args(args("--max-concurrent-upstream 0")).unwrap_err();
+        assert!(e.0.contains("`max_concurrent_upstream`"), "{e}");
+        let e = Config::from_args(args("--listen")).unwrap_err();
+        assert!(e.0.contains("missing value"), "{e}");
+    }
+
+    #[test]
+    fn toml_same_keys() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "listen = \"127.0.0.1:9100\"\np2p = false\nmax_entries = 50\nallowed_origins = [\"https://a.example\"]\n[ttl_secs]\nrunners = 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert!(!c.p2p);
+        assert_eq!(c.cache.max_entries, 50);
+        assert_eq!(c.cache.ttl.ttl(Operation::Runners), Duration::from_secs(7));
+        assert_eq!(c.allowed_origins, vec!["https://a.example".to_string()]);
+        let e = Config::default().apply_toml("listen = 5").unwrap_err();
+        assert!(e.0.contains("`listen`") && e.0.contains("string"), "{e}");
+        let e = Config::default().apply_toml("[ttl_secs]\nnope = 3").unwrap_err();
+        assert!(e.0.contains("`ttl_secs.nope`"), "{e}");
+        let e = Config::default().apply_toml("listen = ").unwrap_err();
+        assert!(!e.0.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn one_line_errors() {
+        for bad_toml in ["x = [", "listen = 5", "max_bytes = -1", "store = \"maybe\""] {
+            let e = Config::default().apply_toml(bad_toml).unwrap_err();
+            assert!(!e.0.contains('\n'), "{bad_toml}: {e}");
+        }
+    }
+}

@@ -1,0 +1,658 @@
+//! The GitHub REST client: GET only, conditional, rate-limit aware, bounded.
+//!
+//! One call of [`Upstream::fetch`] is what a single-flight leader runs (see
+//! [`App::read`](super::App::read)); it never touches the cache itself.
+//!
+//! - **Revalidation**: a stale entry's ETag goes out as `If-None-Match`; a
+//!   304 gives back the stale entry made fresh ([`Via::NotModified`], free).
+//! - **Rate limit**: the `x-ratelimit-*` headers of every answer are kept in
+//!   atomics; while `remaining == 0` and the reset time has not passed, no
+//!   request is sent at all ([`ErrorKind::RateLimited`], the caller then
+//!   serves stale).
+//! - **Retries**: 5xx answers, timeouts and connection errors are retried
+//!   with jittered exponential backoff, `retries` times.
+//! - **Bounds**: a per-request timeout and a semaphore on requests in flight
+//!   (a permit is held for one HTTP exchange, never across a retry sleep).
+//! - **Pagination**: list reads follow `Link: <..>; rel="next"` until the
+//!   requested number of items is collected; a multi-page answer is stored
+//!   without an ETag (one page's tag does not vouch for the others).
+//!
+//! The token goes into the `Authorization` header and nowhere else: it is
+//! never logged, and errors carry the URL path but no headers.
+
+use crate::sync::{AtomicU64, Ordering};
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::config::Config;
+use super::metrics::Metrics;
+use crate::core::{Api, Cache, CacheKey, ETag, Entry, FetchFailed, Fetched, Origin, Via};
+use crate::sync::StdArc as Arc;
+
+/// How list pages merge into one answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One object; no pagination.
+    Single,
+    /// A JSON array per page.
+    Array,
+    /// An object per page whose named field is the array (`workflow_runs`).
+    Field(&'static str),
+}
+
+/// One GitHub read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Path below the API root, starting with `/`.
+    pub path: String,
+    /// Query pairs (already validated; encoded on the way out).
+    pub query: Vec<(String, String)>,
+    /// How pages merge.
+    pub shape: Shape,
+    /// Most items wanted (lists only).
+    pub limit: Option<usize>,
+}
+
+impl Request {
+    /// A single-object read.
+    pub fn single(path: impl Into<String>) -> Request {
+        Request {
+            path: path.into(),
+            query: Vec::new(),
+            shape: Shape::Single,
+            limit: None,
+        }
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The quota is spent: nothing was sent. Unix seconds of the reset.
+    RateLimited {
+        /// When GitHub resets the quota (unix seconds).
+        reset: u64,
+    },
+    /// GitHub answered with this status (not cacheable, e.g. 401, 5xx).
+    Status(u16),
+    /// Timeout, connection refused, bad body.
+    Transport,
+}
+
+/// A failed GitHub read: what went wrong, and GitHub's own answer if any.
+#[derive(Clone, Debug)]
+pub struct UpstreamError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// GitHub's body, when it answered.
+    pub body: Bytes,
+    /// Human-readable summary (no headers, no token).
+    pub message: String,
+}
+
+impl UpstreamError {
+    /// Could GitHub not be asked (quota, outage)? Then a stale entry may be
+    /// served instead.
+    pub fn stale_ok(&self) -> bool {
+        match self.kind {
+            ErrorKind::RateLimited { .. } | ErrorKind::Transport => true,
+            ErrorKind::Status(s) => s >= 500 || s == 429,
+        }
+    }
+
+    /// The HTTP status to answer a proxy client with.
+    pub fn http_status(&self) -> u16 {
+        match self.kind {
+            ErrorKind::RateLimited { .. } => 403,
+            ErrorKind::Status(s) => s,
+            ErrorKind::Transport => 502,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// The last rate-limit state GitHub reported (`u64::MAX`: not seen yet).
+#[derive(Debug)]
+pub struct RateLimit {
+    limit: AtomicU64,
+    remaining: AtomicU64,
+    used: AtomicU64,
+    reset: AtomicU64,
+    /// A secondary limit's `retry-after`, as a Unix time (0: none).
+    pause_until: AtomicU64,
+}
+
+/// A copy of [`RateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimitSnapshot {
+    /// Requests per window, if known.
+    pub limit: Option<u64>,
+    /// Requests left, if known.
+    pub remaining: Option<u64>,
+    /// Requests used, if known.
+    pub used: Option<u64>,
+    /// Reset time (unix seconds), if known.
+    pub reset: Option<u64>,
+    /// True while no upstream call is made (quota spent, reset ahead).
+    pub exhausted: bool,
+}
+
+impl RateLimit {
+    fn new() -> RateLimit {
+        RateLimit {
+            limit: AtomicU64::new(u64::MAX),
+            remaining: AtomicU64::new(u64::MAX),
+            used: AtomicU64::new(u64::MAX),
+            reset: AtomicU64::new(u64::MAX),
+            pause_until: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, status: u16, headers: &reqwest::header::HeaderMap) {
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        // Reset first: a reader that sees remaining == 0 then sees a reset
+        // at least this new.
+        if let Some(v) = num("x-ratelimit-reset") {
+            self.reset.store(v, Ordering::SeqCst);
+        }
+        if let Some(v) = num("x-ratelimit-limit") {
+            self.limit.store(v, Ordering::SeqCst);
+        }
+        if let Some(v) = num("x-ratelimit-used") {
+            self.used.store(v, Ordering::SeqCst);
+        }
+        if let Some(v) = num("x-ratelimit-remaining") {
+            self.remaining.store(v, Ordering::SeqCst);
+        }
+        // Secondary rate limits: 403/429 with retry-after (seconds).
+        if status == 403 || status == 429 {
+            if let Some(secs) = num("retry-after") {
+                self.pause_until
+                    .fetch_max(unix_now() + secs.min(3600), Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// When requests may be sent again, while they may not: the quota is
+    /// spent and its reset is ahead, or a secondary limit's pause runs.
+    fn blocked_until(&self, now_unix: u64) -> Option<u64> {
+        let remaining = self.remaining.load(Ordering::SeqCst);
+        let reset = self.reset.load(Ordering::SeqCst);
+        let pause = self.pause_until.load(Ordering::SeqCst);
+        let quota = (remaining == 0 && reset != u64::MAX && now_unix < reset).then_some(reset);
+        let paused = (now_unix < pause).then_some(pause);
+        quota.max(paused)
+    }
+
+    /// A copy, for tools and metrics.
+    pub fn snapshot(&self) -> RateLimitSnapshot {
+        let opt = |a: &AtomicU64| Some(a.load(Ordering::SeqCst)).filter(|v| *v != u64::MAX);
+        RateLimitSnapshot {
+            limit: opt(&self.limit),
+            remaining: opt(&self.remaining),
+            used: opt(&self.used),
+            reset: opt(&self.reset),
+            exhausted: self.blocked_until(unix_now()).is_some(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The GitHub client (see the module docs).
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    permits: Semaphore,
+    retries: u32,
+    retry_base: Duration,
+    rate: RateLimit,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .field("authenticated", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP exchange's result.
+struct Answer {
+    status: u16,
+    etag: Option<ETag>,
+    next: Option<String>,
+    body: Bytes,
+}
+
+impl Upstream {
+    /// A client for `config.github_api_url`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        // reqwest is built without a default crypto provider (no aws-lc):
+        // use ring. Installing twice is harmless (the first one wins).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ghcache/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.upstream_timeout)
+            .connect_timeout(config.upstream_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| format!("cannot build the GitHub client: {e}"))?;
+        Ok(Upstream {
+            client,
+            base: config.github_api_url.clone(),
+            token: config.github_token.0.clone(),
+            permits: Semaphore::new(config.max_concurrent_upstream),
+            retries: config.upstream_retries,
+            retry_base: config.retry_base,
+            rate: RateLimit::new(),
+            metrics,
+        })
+    }
+
+    /// Is a token configured?
+    pub fn authenticated(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The last rate-limit state seen.
+    pub fn rate_limit(&self) -> RateLimitSnapshot {
+        self.rate.snapshot()
+    }
+
+    /// The fetch a single-flight leader runs for `key` (module docs).
+    pub async fn fetch(
+        &self,
+        cache: &Cache,
+        key: &CacheKey,
+        req: &Request,
+        stale: Option<&Entry>,
+    ) -> Result<Fetched, FetchFailed> {
+        let per_page = match (req.shape, req.limit) {
+            (Shape::Single, _) | (_, None) => None,
+            (_, Some(limit)) => Some(limit.clamp(1, 100)),
+        };
+        let mut url = format!("{}{}", self.base, req.path);
+        let mut query = req.query.clone();
+        if let Some(n) = per_page {
+            query.push(("per_page".into(), n.to_string()));
+        }
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&encode_query(&query));
+        }
+        let multi_page = matches!(req.limit, Some(limit) if per_page.is_some_and(|p| limit > p));
+        let etag = if multi_page {
+            None
+        } else {
+            stale.and_then(|e| e.etag.clone())
+        };
+
+        let first = self.send(&url, etag.as_ref()).await.map_err(FetchFailed::new)?;
+        if first.status == 304 {
+            if let Some(stale) = stale {
+                return Ok(Fetched {
+                    entry: stale.revalidated(cache.now(), cache.ttl(key.operation())),
+                    via: Via::NotModified,
+                });
+            }
+        }
+        let via = Via::Upstream(Api::Rest);
+        if !multi_page || !(200..300).contains(&first.status) {
+            let body = match (req.shape, req.limit) {
+                (Shape::Single, _) | (_, None) => first.body,
+                (_, Some(limit)) if (200..300).contains(&first.status) => truncate(req.shape, first.body, limit),
+                _ => first.body,
+            };
+            return Ok(Fetched {
+                entry: self.entry(cache, key, first.status, body, first.etag),
+                via,
+            });
+        }
+        // Several pages: follow `next` until `limit` items.
+        let limit = req.limit.unwrap_or(usize::MAX);
+        let mut items = items_of(req.shape, &first.body).map_err(|m| FetchFailed::new(transport(m)))?;
+        let mut envelope = envelope_of(req.shape, &first.body);
+        let mut next = first.next;
+        while items.len() < limit {
+            let Some(page_url) = next.take() else { break };
+            if !page_url.starts_with(&self.base) {
+                break; // never follow a link off the configured API
+            }
+            let page = self.send(&page_url, None).await.map_err(FetchFailed::new)?;
+            if !(200..300).contains(&page.status) {
+                return Err(FetchFailed::new(UpstreamError {
+                    kind: ErrorKind::Status(page.status),
+                    message: format!("GitHub answered {} on a later page of {}", page.status, req.path),
+                    body: page.body,
+                }));
+            }
+            items.extend(items_of(req.shape, &page.body).map_err(|m| FetchFailed::new(transport(m)))?);
+            next = page.next;
+        }
+        items.truncate(limit);
+        let merged = match (&mut envelope, req.shape) {
+            (Some(serde_json::Value::Object(obj)), Shape::Field(field)) => {
+                obj.insert(field.to_string(), serde_json::Value::Array(items));
+                serde_json::to_vec(&envelope).unwrap_or_default()
+            }
+            _ => serde_json::to_vec(&items).unwrap_or_default(),
+        };
+        Ok(Fetched {
+            entry: self.entry(cache, key, 200, Bytes::from(merged), None),
+            via,
+        })
+    }
+
+    fn entry(&self, cache: &Cache, key: &CacheKey, status: u16, body: Bytes, etag: Option<ETag>) -> Entry {
+        let mut entry = cache.new_entry(key, body, etag, Origin::Upstream);
+        entry.status = status;
+        entry
+    }
+
+    /// One GET with retries. Answers with a cacheable status (2xx, 304,
+    /// 404, 410, other 4xx except auth and rate-limit ones) or fails.
+    async fn send(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+        let path = url.strip_prefix(&self.base).unwrap_or(url).to_string();
+        let mut attempt = 0;
+        // Asking for the rate limit itself costs no quota: never gated.
+        let free = path.starts_with("/rate_limit");
+        loop {
+            if let Some(reset) = self.rate.blocked_until(unix_now()).filter(|_| !free) {
+                self.metrics.upstream_skipped_rate_limited();
+                return Err(UpstreamError {
+                    kind: ErrorKind::RateLimited { reset },
+                    body: Bytes::new(),
+                    message: format!("GitHub rate limit exhausted until {reset} (unix); no request sent for {path}"),
+                });
+            }
+            let result = self.send_once(url, etag).await;
+            let retryable = match &result {
+                Ok(a) => a.status >= 500,
+                Err(e) => e.kind == ErrorKind::Transport,
+            };
+            if !retryable || attempt >= self.retries {
+                return match result {
+                    // A 403/429 that spent the quota (or asked for a pause)
+                    // is a rate limit: the caller may serve stale.
+                    Ok(a) if a.status == 403 || a.status == 429 => {
+                        let kind = match self.rate.blocked_until(unix_now()) {
+                            Some(reset) => ErrorKind::RateLimited { reset },
+                            None => ErrorKind::Status(a.status),
+                        };
+                        let message = match kind {
+                            ErrorKind::RateLimited { reset } => format!(
+                                "GitHub rate limit hit ({}) for {path}; no request until {reset} (unix)",
+                                a.status
+                            ),
+                            _ => format!("GitHub answered {} for {path}", a.status),
+                        };
+                        Err(UpstreamError {
+                            kind,
+                            message,
+                            body: a.body,
+                        })
+                    }
+                    Ok(a) if a.status >= 500 || a.status == 401 => Err(UpstreamError {
+                        kind: ErrorKind::Status(a.status),
+                        message: format!("GitHub answered {} for {path}", a.status),
+                        body: a.body,
+                    }),
+                    other => other,
+                };
+            }
+            let delay = backoff(self.retry_base, attempt);
+            tracing::debug!(%path, attempt, ?delay, "retrying GitHub request");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| transport("upstream closed".into()))?;
+        let mut req = self
+            .client
+            .get(url)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28");
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(tag) = etag {
+            req = req.header("if-none-match", tag.as_str());
+        }
+        let response = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.upstream_response(None);
+                return Err(transport(describe(&e)));
+            }
+        };
+        let status = response.status().as_u16();
+        self.rate.observe(status, response.headers());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let etag = header("etag").and_then(|t| ETag::new(&t));
+        let next = header("link").and_then(|l| next_link(&l));
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics.upstream_response(None);
+                return Err(transport(describe(&e)));
+            }
+        };
+        self.metrics.upstream_response(Some(status));
+        Ok(Answer {
+            status,
+            etag,
+            next,
+            body,
+        })
+    }
+}
+
+fn transport(message: String) -> UpstreamError {
+    UpstreamError {
+        kind: ErrorKind::Transport,
+        body: Bytes::new(),
+        message,
+    }
+}
+
+/// reqwest's error text without the URL's query (which never holds the
+/// token anyway; the token is only ever in a header).
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    match e.url() {
+        Some(url) => format!("GitHub {what}: {}", url.path()),
+        None => format!("GitHub {what}"),
+    }
+}
+
+/// `base * 2^attempt`, capped at 10 s, with ±50 % jitter.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(10));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u64;
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33; // 0..2^31
+    let factor = 0.5 + (mixed as f64 / (1u64 << 31) as f64); // 0.5..1.5
+    exp.mul_f64(factor)
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| url.to_string())
+    })
+}
+
+fn items_of(shape: Shape, body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("GitHub sent invalid JSON: {e}"))?;
+    let array = match (shape, value) {
+        (Shape::Field(field), serde_json::Value::Object(mut obj)) => obj.remove(field),
+        (_, v @ serde_json::Value::Array(_)) => Some(v),
+        _ => None,
+    };
+    match array {
+        Some(serde_json::Value::Array(items)) => Ok(items),
+        _ => Err("GitHub sent an unexpected list shape".into()),
+    }
+}
+
+fn envelope_of(shape: Shape, body: &[u8]) -> Option<serde_json::Value> {
+    match shape {
+        Shape::Field(_) => serde_json::from_slice(body).ok(),
+        _ => None,
+    }
+}
+
+/// A one-page list cut to `limit` items (GitHub may send more than asked).
+fn truncate(shape: Shape, body: Bytes, limit: usize) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let array = match (shape, &mut value) {
+        (Shape::Field(f), serde_json::Value::Object(obj)) => obj.get_mut(f),
+        (_, v @ serde_json::Value::Array(_)) => Some(v),
+        _ => None,
+    };
+    match array {
+        Some(serde_json::Value::Array(items)) if items.len() > limit => {
+            items.truncate(limit);
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        }
+        _ => body,
+    }
+}
+
+/// Percent-encodes query pairs (RFC 3986 unreserved characters kept).
+pub fn encode_query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes one query component.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded query component (`+` is a space); `None` when
+/// the result is not UTF-8.
+pub fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_next() {
+        let h = r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=5>; rel="last""#;
+        assert_eq!(next_link(h).as_deref(), Some("https://api.github.com/x?page=2"));
+        assert_eq!(next_link(r#"<https://a/x?page=1>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn query_encoding_round_trips() {
+        let q = vec![("branch".to_string(), "feat/a b&c".to_string())];
+        assert_eq!(encode_query(&q), "branch=feat%2Fa%20b%26c");
+        assert_eq!(decode("feat%2Fa%20b%26c").as_deref(), Some("feat/a b&c"));
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%4"), Some("%4".to_string()));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 0..5 {
+            let d = backoff(base, attempt);
+            let exp = base * (1 << attempt);
+            assert!(d >= exp / 2 && d <= exp * 3 / 2, "{attempt}: {d:?}");
+        }
+        assert!(backoff(base, 30) <= Duration::from_secs(15));
+    }
+
+    #[test]
+    fn truncates_one_page() {
+        let b = truncate(Shape::Array, Bytes::from_static(b"[1,2,3]"), 2);
+        assert_eq!(&b[..], b"[1,2]");
+        let b = truncate(
+            Shape::Field("runners"),
+            Bytes::from_static(br#"{"total_count":3,"runners":[1,2,3]}"#),
+            1,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v, serde_json::json!({"total_count": 3, "runners": [1]}));
+    }
+}

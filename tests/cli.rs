@@ -1,0 +1,259 @@
+//! The `ghcache daemon` binary as a process: config errors, signals,
+//! sd_notify. GitHub is a closed local port: nothing here reaches it.
+#![cfg(feature = "daemon")]
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ghcache() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ghcache"));
+    c.env("GITHUB_TOKEN", "test-token")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("GHCACHE_MCP_TOKEN");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ghcache-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_and_exit_2() {
+    let out = ghcache()
+        .args(["daemon", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`listen`"), "{err}");
+
+    let dir = temp_dir("badconf");
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nmax_concurrent_upstream = \"many\"\n").unwrap();
+    let out = ghcache().args(["daemon", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`max_concurrent_upstream`"), "{err}");
+
+    std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+    let out = ghcache().args(["daemon", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`colour`"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One datagram, waiting up to 20 s (short timeouts, retried: a timed-out
+/// or interrupted `recv` is not the end).
+fn recv(sock: &UnixDatagram, buf: &mut [u8]) -> Option<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match sock.recv(buf) {
+            Ok(n) => return Some(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    None
+}
+
+#[test]
+fn sigterm_stops_cleanly_within_10s_with_sd_notify() {
+    let dir = temp_dir("sigterm");
+    let closed = free_port().to_string();
+    let github = format!("http://127.0.0.1:{closed}");
+    let data = dir.join("data");
+    let (mut child, port, sock) = start_daemon(
+        &dir,
+        &[
+            "--no-p2p",
+            "--listen",
+            "127.0.0.1:0",
+            "--github-api-url",
+            &github,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let mut buf = [0u8; 256];
+    // It serves.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::Write;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let n = recv(&sock, &mut buf).expect("STOPPING=1 within 20 s");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains("test-token"), "the token must never be logged:\n{log}");
+    assert!(dir.join("data/cache.redb").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn example_config_is_valid() {
+    let mut config = ghcache::daemon::config::Config::default();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghcache.example.toml")).unwrap();
+    config.apply_toml(&text).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+    assert!(!config.p2p);
+}
+
+/// Starts the binary with `args` and a fresh notify socket in `dir`,
+/// waits for READY=1; returns the child (stderr piped), its port and the
+/// socket (for STOPPING=1).
+fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixDatagram) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let sock_path = dir.join(format!("notify-{nanos}.sock"));
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut child = ghcache()
+        .arg("daemon")
+        .args(args)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let Some(n) = recv(&sock, &mut buf) else {
+        let _ = child.kill();
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        panic!("no READY=1 within 20 s; log:\n{log}");
+    };
+    // The daemon bound port 0 and says where it listens.
+    let ready = std::str::from_utf8(&buf[..n]).unwrap();
+    let addr = ready
+        .strip_prefix("READY=1\nSTATUS=listening on ")
+        .unwrap_or_else(|| panic!("{ready:?}"));
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    (KillOnDrop(child), port, sock)
+}
+
+/// A daemon process that a failing test does not leave behind.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn kill_9_keeps_what_was_written_and_the_store_opens() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gh = rt.block_on(common::FakeGithub::start());
+    let dir = temp_dir("kill9");
+    let data = dir.join("data");
+    let url = gh.url();
+    let args = [
+        "--no-p2p",
+        "--listen",
+        "127.0.0.1:0",
+        "--github-api-url",
+        url.as_str(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let call = |port: u16, repo: &str| -> serde_json::Value {
+        let body = serde_json::json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "gh_get_repo", "arguments": {"repo": repo}}, "id": 1});
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/jsonrpc"))
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_str(&r.text().await.unwrap()).unwrap()
+        })
+    };
+    let (mut child, port, _) = start_daemon(&dir, &args);
+    for i in 0..20 {
+        assert_eq!(call(port, &format!("o/r{i}"))["result"]["cache_mode"], "miss");
+    }
+    std::thread::sleep(Duration::from_millis(500)); // the write-behind queue drains
+    child.kill().unwrap(); // SIGKILL: no flush, no goodbye
+    child.wait().unwrap();
+
+    let (mut child, port, _) = start_daemon(&dir, &args);
+    let v = call(port, "o/r0");
+    assert_eq!(
+        (v["result"]["cache_mode"].as_str(), v["result"]["origin"].as_str()),
+        (Some("hit"), Some("disk")),
+        "{v}"
+    );
+    assert_eq!(gh.requests(), 20);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
