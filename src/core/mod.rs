@@ -49,3 +49,4 @@ pub use process::{AlreadyInitialized, Node};
 pub use stats::{Api, Event, StatsSnapshot};
 #[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(all(test, not(loom)))] mod proptests;
