@@ -73,7 +73,15 @@ pub enum CacheOp {
     Lookup { key: u8 },
     /// `insert(key, entry)` of a body of `len` bytes of `fill`, fetched
     /// `age_ms` ago, with the policy TTL (`ttl_ms: None`) or its own.
-    Insert { key: u8, len: u8, fill: u8, etag: Option<u8>, origin: u8, age_ms: u16, ttl_ms: Option<u16> },
+    Insert {
+        key: u8,
+        len: u8,
+        fill: u8,
+        etag: Option<u8>,
+        origin: u8,
+        age_ms: u16,
+        ttl_ms: Option<u16>,
+    },
     /// `invalidate(key)`.
     Invalidate { key: u8 },
     /// `invalidate_prefix(PREFIXES[prefix])`.
@@ -149,9 +157,16 @@ pub struct CacheModel {
 impl CacheSetup {
     /// The model's reading of the setup.
     pub fn model(&self) -> CacheModel {
-        let shards = if self.shards == 0 { 1 } else { 1 + usize::from(self.shards % 4) };
+        let shards = if self.shards == 0 {
+            1
+        } else {
+            1 + usize::from(self.shards % 4)
+        };
         let (max_entries, max_bytes) = if shards == 1 {
-            (1 + usize::from(self.max_entries % 8), 16 + usize::from(self.max_bytes % 512))
+            (
+                1 + usize::from(self.max_entries % 8),
+                16 + usize::from(self.max_bytes % 512),
+            )
         } else {
             (1000, 1 << 20)
         };
@@ -172,9 +187,9 @@ impl CacheSetup {
     /// The real cache's configuration, as the model reads the setup.
     pub fn config(&self) -> CacheConfig {
         let m = self.model();
-        let ttl = Operation::ALL
-            .into_iter()
-            .fold(TtlPolicy::default(), |p, op| p.with(op, Duration::from_millis(m.ttl_ms(op))));
+        let ttl = Operation::ALL.into_iter().fold(TtlPolicy::default(), |p, op| {
+            p.with(op, Duration::from_millis(m.ttl_ms(op)))
+        });
         CacheConfig {
             max_entries: m.max_entries,
             max_bytes: m.max_bytes,
@@ -216,7 +231,18 @@ impl CacheModel {
 
     /// The entry an `Insert` op describes, at the model's clock.
     pub fn entry_for(&self, op: &CacheOp) -> Option<(CacheKey, Entry)> {
-        let CacheOp::Insert { key: k, len, fill, etag, origin, age_ms, ttl_ms } = op else { return None };
+        let CacheOp::Insert {
+            key: k,
+            len,
+            fill,
+            etag,
+            origin,
+            age_ms,
+            ttl_ms,
+        } = op
+        else {
+            return None;
+        };
         let key = key(*k);
         let body = vec![b'a' + fill % 26; usize::from(*len)];
         let etag = etag.and_then(|t| ETag::new(&format!("W/\"{t}\"")));
@@ -397,7 +423,11 @@ pub fn apply_real(cache: &Cache, clock: &ManualClock, model_before: &CacheModel,
             let (k, e) = model_before.entry_for(op).expect("an insert");
             if *age_ms == 0 && ttl_ms.is_none() {
                 // The cache's own TTL policy and clock must build the same entry.
-                assert_eq!(cache.new_entry(&k, e.body.clone(), e.etag.clone(), e.origin), e, "new_entry");
+                assert_eq!(
+                    cache.new_entry(&k, e.body.clone(), e.etag.clone(), e.origin),
+                    e,
+                    "new_entry"
+                );
             }
             Answer::Stored(cache.insert(&k, e))
         }

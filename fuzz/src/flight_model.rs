@@ -68,15 +68,25 @@ pub enum FlightOp {
     /// A race of 2 or 3 real threads through `get_or_fetch` on a fresh
     /// cache, each fetch succeeding or failing per `ok` (the first `Race` of
     /// a run only).
-    Race { three: bool, ok: [bool; 3], stale_first: bool },
+    Race {
+        three: bool,
+        ok: [bool; 3],
+        stale_first: bool,
+    },
 }
 
 /// What the model says about a caller.
 #[derive(Clone, Debug)]
 enum ModelCaller {
     Idle,
-    Leading { key: CacheKey, flight: u64, stale: Option<Arc<Entry>> },
-    Following { flight: u64 },
+    Leading {
+        key: CacheKey,
+        flight: u64,
+        stale: Option<Arc<Entry>>,
+    },
+    Following {
+        flight: u64,
+    },
 }
 
 /// A published outcome, as the model sees it.
@@ -97,7 +107,11 @@ impl Wake for CountingWaker {
 enum RealCaller {
     Idle,
     Leading(FlightLeader),
-    Following { follower: Follower, waker: Arc<CountingWaker>, polled_pending: bool },
+    Following {
+        follower: Follower,
+        waker: Arc<CountingWaker>,
+        polled_pending: bool,
+    },
 }
 
 /// The real cache, its callers and the model, stepped together.
@@ -159,10 +173,20 @@ impl FlightHarness {
     /// had not polled was not woken.
     fn check_wakers(&self, flight: u64) {
         for (i, (real, model)) in self.callers.iter().zip(&self.model_callers).enumerate() {
-            if let (RealCaller::Following { waker, polled_pending, .. }, ModelCaller::Following { flight: f }) = (real, model) {
+            if let (
+                RealCaller::Following {
+                    waker, polled_pending, ..
+                },
+                ModelCaller::Following { flight: f },
+            ) = (real, model)
+            {
                 if *f == flight {
                     let woken = waker.0.load(Ordering::SeqCst);
-                    assert_eq!(woken, usize::from(*polled_pending), "caller {i}'s waker fired {woken} times");
+                    assert_eq!(
+                        woken,
+                        usize::from(*polled_pending),
+                        "caller {i}'s waker fired {woken} times"
+                    );
                 }
             }
         }
@@ -170,7 +194,11 @@ impl FlightHarness {
 
     /// Ends the model's flight for `key` with `outcome`.
     fn end_flight(&mut self, key: &CacheKey, flight: u64, outcome: ModelOutcome) -> bool {
-        let record = self.model.flights.remove(key).expect("the leader's flight is registered");
+        let record = self
+            .model
+            .flights
+            .remove(key)
+            .expect("the leader's flight is registered");
         assert_eq!(record.id, flight, "model: one flight per key");
         self.outcomes.insert(flight, outcome);
         record.invalidated
@@ -179,7 +207,9 @@ impl FlightHarness {
     fn compare_outcome(got: FlightOutcome, want: &ModelOutcome) {
         match (got, want) {
             (FlightOutcome::Done(Ok(e)), ModelOutcome::Done(Ok(w))) => assert_eq!(&*e, w, "follower's entry"),
-            (FlightOutcome::Done(Err(e)), ModelOutcome::Done(Err(w))) => assert_eq!(&e.to_string(), w, "follower's error"),
+            (FlightOutcome::Done(Err(e)), ModelOutcome::Done(Err(w))) => {
+                assert_eq!(&e.to_string(), w, "follower's error")
+            }
             (FlightOutcome::Abandoned, ModelOutcome::Abandoned) => {}
             (got, want) => panic!("follower got {got:?}, model says {want:?}"),
         }
@@ -208,7 +238,9 @@ impl FlightHarness {
                 };
                 match published {
                     Some(want) => {
-                        let RealCaller::Following { follower, .. } = std::mem::replace(&mut self.callers[c], RealCaller::Idle) else {
+                        let RealCaller::Following { follower, .. } =
+                            std::mem::replace(&mut self.callers[c], RealCaller::Idle)
+                        else {
                             panic!("caller {c} is not following")
                         };
                         Self::compare_outcome(follower.wait(), &want);
@@ -241,7 +273,9 @@ impl FlightHarness {
         let begin = self.cache.begin(&key);
         let stale = match looked_up {
             crate::core::Lookup::Fresh(want) => {
-                let Begin::Fresh(got) = begin else { panic!("begin: model says fresh") };
+                let Begin::Fresh(got) = begin else {
+                    panic!("begin: model says fresh")
+                };
                 assert_eq!(got, want, "begin: fresh entry");
                 return;
             }
@@ -251,16 +285,30 @@ impl FlightHarness {
         if let Some(flight) = self.model.flights.get(&key) {
             let flight = flight.id;
             self.model.counts.coalesced += 1;
-            let Begin::Follow(follower) = begin else { panic!("begin: model says follow flight {flight}") };
+            let Begin::Follow(follower) = begin else {
+                panic!("begin: model says follow flight {flight}")
+            };
             assert_eq!(follower.stale(), stale.as_ref(), "follower's stale entry");
             let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
-            self.callers[c] = RealCaller::Following { follower, waker, polled_pending: false };
+            self.callers[c] = RealCaller::Following {
+                follower,
+                waker,
+                polled_pending: false,
+            };
             self.model_callers[c] = ModelCaller::Following { flight };
         } else {
             let flight = self.next_flight;
             self.next_flight += 1;
-            self.model.flights.insert(key.clone(), super::cache_model::ModelFlight { id: flight, invalidated: false });
-            let Begin::Lead(leader) = begin else { panic!("begin: model says lead") };
+            self.model.flights.insert(
+                key.clone(),
+                super::cache_model::ModelFlight {
+                    id: flight,
+                    invalidated: false,
+                },
+            );
+            let Begin::Lead(leader) = begin else {
+                panic!("begin: model says lead")
+            };
             assert_eq!(leader.stale(), stale.as_ref(), "leader's stale entry");
             assert_eq!(leader.key(), &key);
             self.callers[c] = RealCaller::Leading(leader);
@@ -269,7 +317,9 @@ impl FlightHarness {
     }
 
     fn complete(&mut self, c: usize, how: Completion) {
-        let ModelCaller::Leading { key, flight, stale } = self.model_callers[c].clone() else { return };
+        let ModelCaller::Leading { key, flight, stale } = self.model_callers[c].clone() else {
+            return;
+        };
         let RealCaller::Leading(leader) = std::mem::replace(&mut self.callers[c], RealCaller::Idle) else {
             panic!("caller {c} is not leading")
         };
@@ -282,7 +332,10 @@ impl FlightHarness {
                     Via::NotModified => Event::Revalidated,
                     Via::Peer => Event::PeerHit,
                 });
-                Ok(Served { entry: Arc::new(f.entry.clone()), mode: CacheMode::from(f.via) })
+                Ok(Served {
+                    entry: Arc::new(f.entry.clone()),
+                    mode: CacheMode::from(f.via),
+                })
             }
             Err(e) => {
                 self.model.record(Event::FetchError);
@@ -300,8 +353,15 @@ impl FlightHarness {
     }
 
     fn poll(&mut self, c: usize) {
-        let ModelCaller::Following { flight } = self.model_callers[c] else { return };
-        let RealCaller::Following { follower, waker, polled_pending } = &mut self.callers[c] else {
+        let ModelCaller::Following { flight } = self.model_callers[c] else {
+            return;
+        };
+        let RealCaller::Following {
+            follower,
+            waker,
+            polled_pending,
+        } = &mut self.callers[c]
+        else {
             panic!("caller {c} is not following")
         };
         let w = Waker::from(waker.clone());
@@ -332,7 +392,11 @@ impl FlightHarness {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 cache.get_or_fetch(&k, |_| panic!("planned panic in a fetch"))
             }));
-            assert_eq!(r.is_err(), !fresh, "a fetch runs (and panics) exactly when the entry is not fresh");
+            assert_eq!(
+                r.is_err(),
+                !fresh,
+                "a fetch runs (and panics) exactly when the entry is not fresh"
+            );
         } else {
             match self.cache.begin(&key) {
                 Begin::Fresh(_) => assert!(fresh, "begin: model says not fresh"),
@@ -369,10 +433,19 @@ static WORKERS: LazyLock<Mutex<Vec<mpsc::Sender<Job>>>> = LazyLock::new(|| {
 /// thread returns; fetches, results and counters add up.
 pub fn race(n: usize, ok: [bool; 3], stale_first: bool) {
     let clock = Arc::new(ManualClock::new());
-    let cache = Cache::new(CacheConfig { shards: 1, ..CacheConfig::default() }, clock.clone());
+    let cache = Cache::new(
+        CacheConfig {
+            shards: 1,
+            ..CacheConfig::default()
+        },
+        clock.clone(),
+    );
     let k = key(2);
     if stale_first {
-        cache.insert(&k, Entry::new("old", None, Timestamp::ZERO, Duration::ZERO, Origin::Upstream));
+        cache.insert(
+            &k,
+            Entry::new("old", None, Timestamp::ZERO, Duration::ZERO, Origin::Upstream),
+        );
     }
     let fetches = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Barrier::new(n));
@@ -380,14 +453,18 @@ pub fn race(n: usize, ok: [bool; 3], stale_first: bool) {
     // Races run one at a time (a shared pool: see `WORKERS`).
     let workers = WORKERS.lock().unwrap_or_else(|p| p.into_inner());
     for (i, ok) in ok.iter().copied().enumerate().take(n) {
-        let (cache, k, fetches, gate, done_tx) = (cache.clone(), k.clone(), fetches.clone(), gate.clone(), done_tx.clone());
+        let (cache, k, fetches, gate, done_tx) =
+            (cache.clone(), k.clone(), fetches.clone(), gate.clone(), done_tx.clone());
         workers[i]
             .send(Box::new(move || {
                 gate.wait();
                 let r = cache.get_or_fetch(&k, |_| {
                     fetches.fetch_add(1, Ordering::SeqCst);
                     if ok {
-                        Ok(Fetched { entry: cache.new_entry(&k, format!("t{i}"), None, Origin::Upstream), via: Via::Upstream(Api::Rest) })
+                        Ok(Fetched {
+                            entry: cache.new_entry(&k, format!("t{i}"), None, Origin::Upstream),
+                            via: Via::Upstream(Api::Rest),
+                        })
                     } else {
                         Err(FetchFailed::msg(format!("e{i}")))
                     }
@@ -405,19 +482,44 @@ pub fn race(n: usize, ok: [bool; 3], stale_first: bool) {
     s.check_consistency().unwrap();
     let count = |mode| results.iter().filter(|r| matches!(r, Ok(x) if x.mode == mode)).count() as u64;
     let errors = results.iter().filter(|r| r.is_err()).count() as u64;
-    let (misses, hits, coalesced) = (count(CacheMode::Miss), count(CacheMode::Hit), count(CacheMode::Coalesced));
+    let (misses, hits, coalesced) = (
+        count(CacheMode::Miss),
+        count(CacheMode::Hit),
+        count(CacheMode::Coalesced),
+    );
     assert_eq!(results.len(), n, "every thread returned");
-    assert_eq!(misses + hits + coalesced + errors, n as u64, "every result is a value or an error");
-    assert_eq!(fetches as u64, s.api_calls + s.fetch_errors, "each fetch counted once: {s:?}");
+    assert_eq!(
+        misses + hits + coalesced + errors,
+        n as u64,
+        "every result is a value or an error"
+    );
+    assert_eq!(
+        fetches as u64,
+        s.api_calls + s.fetch_errors,
+        "each fetch counted once: {s:?}"
+    );
     assert_eq!(misses, s.api_calls, "successful fetches: {s:?}");
     assert_eq!(hits, s.hits, "{s:?}");
     assert_eq!(s.coalesced, coalesced + (errors - s.fetch_errors), "followers: {s:?}");
-    assert_eq!(n as u64, fetches as u64 + s.hits + s.coalesced, "each caller led, hit or followed once: {s:?}");
+    assert_eq!(
+        n as u64,
+        fetches as u64 + s.hits + s.coalesced,
+        "each caller led, hit or followed once: {s:?}"
+    );
     assert_eq!(s.lookups, n as u64, "no caller started over: {s:?}");
     assert_eq!((s.in_flight, s.abandoned_flights), (0, 0), "{s:?}");
-    let stored: Vec<_> = results.iter().flatten().filter(|r| r.mode == CacheMode::Miss).map(|r| r.entry.body.clone()).collect();
+    let stored: Vec<_> = results
+        .iter()
+        .flatten()
+        .filter(|r| r.mode == CacheMode::Miss)
+        .map(|r| r.entry.body.clone())
+        .collect();
     for r in results.iter().flatten() {
-        assert!(stored.contains(&r.entry.body), "{:?} was served but no leader fetched it", r.entry.body);
+        assert!(
+            stored.contains(&r.entry.body),
+            "{:?} was served but no leader fetched it",
+            r.entry.body
+        );
     }
 }
 
@@ -429,7 +531,10 @@ pub fn run(setup: &CacheSetup, ops: &[FlightOp], unwinding: bool) {
         h.step(op);
     }
     for c in 0..CALLERS {
-        h.step(&FlightOp::Complete { caller: c as u8, how: Completion::Error });
+        h.step(&FlightOp::Complete {
+            caller: c as u8,
+            how: Completion::Error,
+        });
     }
     for c in 0..CALLERS {
         h.step(&FlightOp::Wait { caller: c as u8 });

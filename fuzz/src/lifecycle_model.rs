@@ -172,7 +172,9 @@ impl LifecycleHarness {
             Phase::Disabled => Some(StartOutcome::Disabled),
             Phase::Degraded => Some(StartOutcome::Degraded),
             Phase::Stopped => Some(StartOutcome::ShutDown),
-            Phase::Running { host } => Some(StartOutcome::Running { peer_id: Self::peer_id(*host) }),
+            Phase::Running { host } => Some(StartOutcome::Running {
+                peer_id: Self::peer_id(*host),
+            }),
             Phase::BackingOff { retry_at } if self.now < *retry_at => Some(StartOutcome::BackingOff {
                 retry_at: Timestamp::from_millis(*retry_at),
             }),
@@ -187,7 +189,9 @@ impl LifecycleHarness {
                 self.failures = 0;
                 self.last_error = None;
                 self.phase = Phase::Running { host };
-                StartOutcome::Running { peer_id: Self::peer_id(host) }
+                StartOutcome::Running {
+                    peer_id: Self::peer_id(host),
+                }
             }
             Err(error) => {
                 self.failures += 1;
@@ -196,9 +200,15 @@ impl LifecycleHarness {
                 self.phase = if degraded {
                     Phase::Degraded
                 } else {
-                    Phase::BackingOff { retry_at: self.now + self.backoff_ms(self.failures) }
+                    Phase::BackingOff {
+                        retry_at: self.now + self.backoff_ms(self.failures),
+                    }
                 };
-                StartOutcome::Failed { error: error.to_owned(), failures: self.failures, degraded }
+                StartOutcome::Failed {
+                    error: error.to_owned(),
+                    failures: self.failures,
+                    degraded,
+                }
             }
         }
     }
@@ -207,7 +217,10 @@ impl LifecycleHarness {
         starters_run.fetch_add(1, Ordering::SeqCst);
         let mut stops = hosts.stops.lock().unwrap();
         stops.push(0);
-        Box::new(TestHost { index: stops.len() - 1, hosts: hosts.clone() })
+        Box::new(TestHost {
+            index: stops.len() - 1,
+            hosts: hosts.clone(),
+        })
     }
 
     pub fn step(&mut self, op: &LifeOp) {
@@ -228,16 +241,26 @@ impl LifecycleHarness {
 
     fn start(&mut self, result: StartResult, slow_ms: u16) {
         if let Some(refused) = self.refusal() {
-            let got = self.node.start_p2p(|| panic!("a starter ran where the model refuses: {refused:?}"));
+            let got = self
+                .node
+                .start_p2p(|| panic!("a starter ran where the model refuses: {refused:?}"));
             assert_eq!(got, refused);
             return;
         }
         self.starters_expected += 1;
-        let result = if result == StartResult::Panic && !self.unwinding { StartResult::Err } else { result };
+        let result = if result == StartResult::Panic && !self.unwinding {
+            StartResult::Err
+        } else {
+            result
+        };
         let (node, clock, hosts, run) = (&self.node, &self.clock, &self.hosts, &self.starters_run);
         let starter = move || -> Result<Box<dyn P2pHost>, StartError> {
             let s = node.stats().p2p;
-            assert_eq!((s.phase, s.shutdown_requested), (P2pPhase::Starting, false), "status while starting");
+            assert_eq!(
+                (s.phase, s.shutdown_requested),
+                (P2pPhase::Starting, false),
+                "status while starting"
+            );
             clock.advance(Duration::from_millis(u64::from(slow_ms)));
             match result {
                 StartResult::Ok => Ok(Self::new_host(hosts, run)),
@@ -292,7 +315,11 @@ impl LifecycleHarness {
                 while !node.stats().p2p.shutdown_requested {
                     std::thread::yield_now();
                 }
-                assert_eq!(node.stats().p2p.phase, P2pPhase::Starting, "shutdown waits for the starter");
+                assert_eq!(
+                    node.stats().p2p.phase,
+                    P2pPhase::Starting,
+                    "shutdown waits for the starter"
+                );
                 if ok {
                     Ok(Self::new_host(hosts, run))
                 } else {
@@ -305,7 +332,11 @@ impl LifecycleHarness {
         });
         if ok {
             self.hosts_started += 1;
-            assert_eq!(stops_seen_by_shutdown.last(), Some(&1), "the new host was stopped before shutdown returned");
+            assert_eq!(
+                stops_seen_by_shutdown.last(),
+                Some(&1),
+                "the new host was stopped before shutdown returned"
+            );
         } else {
             self.last_error = Some(STARTER_ERROR.to_owned());
         }
@@ -334,7 +365,11 @@ impl LifecycleHarness {
         };
         assert_eq!(stats.p2p, want, "P2P status");
         assert_eq!(self.clock.now().as_millis(), self.now, "clock");
-        assert_eq!(self.starters_run.load(Ordering::SeqCst), self.starters_expected, "starters run");
+        assert_eq!(
+            self.starters_run.load(Ordering::SeqCst),
+            self.starters_expected,
+            "starters run"
+        );
         let stops = self.hosts.stops.lock().unwrap().clone();
         assert_eq!(stops.len(), self.hosts_started, "hosts started");
         assert!(stops.iter().all(|&n| n <= 1), "a host stopped twice: {stops:?}");
@@ -354,5 +389,8 @@ pub fn run(setup: &LifecycleSetup, ops: &[LifeOp], unwinding: bool) {
         h.step(op);
     }
     h.step(&LifeOp::Shutdown);
-    h.step(&LifeOp::Start { result: StartResult::Ok, slow_ms: 0 });
+    h.step(&LifeOp::Start {
+        result: StartResult::Ok,
+        slow_ms: 0,
+    });
 }

@@ -48,5 +48,6 @@ pub use lifecycle::{LifecycleConfig, P2pHost, P2pPhase, P2pStatus, StartError, S
 pub use process::{AlreadyInitialized, Node};
 pub use stats::{Api, Event, StatsSnapshot};
 #[cfg(all(test, not(loom)))]
+mod proptests;
+#[cfg(all(test, not(loom)))]
 mod tests;
-#[cfg(all(test, not(loom)))] mod proptests;

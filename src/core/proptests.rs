@@ -35,7 +35,13 @@ fn cache_setup() -> impl Strategy<Value = CacheSetup> {
     // Mostly one shard (exact LRU order checked), sometimes several.
     let shards = prop_oneof![3 => Just(0u8), 1 => 1u8..4];
     (any::<u8>(), any::<u16>(), 0u16..3000, 0u16..3000, shards).prop_map(
-        |(max_entries, max_bytes, ttl_ms, grace_ms, shards)| CacheSetup { max_entries, max_bytes, ttl_ms, grace_ms, shards },
+        |(max_entries, max_bytes, ttl_ms, grace_ms, shards)| CacheSetup {
+            max_entries,
+            max_bytes,
+            ttl_ms,
+            grace_ms,
+            shards,
+        },
     )
 }
 
@@ -50,7 +56,15 @@ fn cache_op() -> impl Strategy<Value = CacheOp> {
         prop_oneof![Just(0u16), 0u16..6000],
         proptest::option::of(0u16..6000),
     )
-        .prop_map(|(key, len, fill, etag, origin, age_ms, ttl_ms)| CacheOp::Insert { key, len, fill, etag, origin, age_ms, ttl_ms });
+        .prop_map(|(key, len, fill, etag, origin, age_ms, ttl_ms)| CacheOp::Insert {
+            key,
+            len,
+            fill,
+            etag,
+            origin,
+            age_ms,
+            ttl_ms,
+        });
     prop_oneof![
         4 => key().prop_map(|key| CacheOp::Lookup { key }),
         5 => insert,
@@ -77,7 +91,12 @@ impl ReferenceStateMachine for CacheMachine {
     type Transition = CacheOp;
 
     fn init_state() -> BoxedStrategy<CacheRef> {
-        cache_setup().prop_map(|setup| CacheRef { model: setup.model(), setup }).boxed()
+        cache_setup()
+            .prop_map(|setup| CacheRef {
+                model: setup.model(),
+                setup,
+            })
+            .boxed()
     }
 
     fn transitions(_: &CacheRef) -> BoxedStrategy<CacheOp> {
@@ -150,9 +169,18 @@ fn flight_op() -> impl Strategy<Value = FlightOp> {
 // Times on a 100 ms grid, so clock moves land exactly on `retry_at` often
 // (off-by-one bugs at the boundary are the likely ones).
 fn life_setup() -> impl Strategy<Value = LifecycleSetup> {
-    (prop_oneof![5 => Just(true), 1 => Just(false)], 0u8..6, 0u16..40, 0u16..100).prop_map(|(enabled, max_failures, base, max)| {
-        LifecycleSetup { enabled, max_failures, base_ms: base * 100, max_ms: max * 100 }
-    })
+    (
+        prop_oneof![5 => Just(true), 1 => Just(false)],
+        0u8..6,
+        0u16..40,
+        0u16..100,
+    )
+        .prop_map(|(enabled, max_failures, base, max)| LifecycleSetup {
+            enabled,
+            max_failures,
+            base_ms: base * 100,
+            max_ms: max * 100,
+        })
 }
 
 fn life_op() -> impl Strategy<Value = LifeOp> {
@@ -186,13 +214,13 @@ mod regressions {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::core::{
-        Begin, Cache, CacheConfig, CacheKey, CacheMode, Clock, ETag, FetchFailed, ManualClock, Operation, Origin, SystemClock,
-        Timestamp,
-    };
     use crate::core::key::PrehashedKey;
     use crate::core::outcome::OutcomeCell;
     use crate::core::{AlreadyInitialized, LifecycleConfig, Node, StatsSnapshot};
+    use crate::core::{
+        Begin, Cache, CacheConfig, CacheKey, CacheMode, Clock, ETag, FetchFailed, ManualClock, Operation, Origin,
+        SystemClock, Timestamp,
+    };
 
     /// Keys spread over the shards (a survivor: every key routed to one
     /// shard went unseen, as that only makes eviction start early). 200
@@ -201,7 +229,14 @@ mod regressions {
     /// `^ 0xff_ffff` only permutes shard numbers: an equivalent mutant.)
     #[test]
     fn keys_spread_over_the_shards() {
-        let cache = Cache::new(CacheConfig { max_entries: 400, shards: 4, ..CacheConfig::default() }, Arc::new(ManualClock::new()));
+        let cache = Cache::new(
+            CacheConfig {
+                max_entries: 400,
+                shards: 4,
+                ..CacheConfig::default()
+            },
+            Arc::new(ManualClock::new()),
+        );
         for n in 0..200 {
             let k = CacheKey::new(Operation::Api, [("n", Some(n.to_string()))]);
             assert!(cache.insert(&k, cache.new_entry(&k, "x", None, Origin::Upstream)));
@@ -218,14 +253,26 @@ mod regressions {
         assert!(format!("{cache:?}").starts_with("Cache { config: CacheConfig {"));
         assert_eq!(format!("{:?}", ETag::new("W/\"x\"").unwrap()), "ETag(\"W/\\\"x\\\"\")");
         assert_eq!(Timestamp::from_millis(5).to_string(), "t+5ms");
-        let names: Vec<&str> = [CacheMode::Hit, CacheMode::Miss, CacheMode::Revalidated, CacheMode::Stale, CacheMode::Coalesced, CacheMode::Peer]
-            .into_iter()
-            .map(CacheMode::as_str)
-            .collect();
+        let names: Vec<&str> = [
+            CacheMode::Hit,
+            CacheMode::Miss,
+            CacheMode::Revalidated,
+            CacheMode::Stale,
+            CacheMode::Coalesced,
+            CacheMode::Peer,
+        ]
+        .into_iter()
+        .map(CacheMode::as_str)
+        .collect();
         assert_eq!(names, ["hit", "miss", "revalidated", "stale", "coalesced", "peer"]);
         let k = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
-        let Begin::Lead(leader) = cache.begin(&k) else { panic!("first caller leads") };
-        assert_eq!(format!("{leader:?}"), "FlightLeader { key: CacheKey(\"repo:repo=o/r\"), .. }");
+        let Begin::Lead(leader) = cache.begin(&k) else {
+            panic!("first caller leads")
+        };
+        assert_eq!(
+            format!("{leader:?}"),
+            "FlightLeader { key: CacheKey(\"repo:repo=o/r\"), .. }"
+        );
         assert_eq!(format!("{:?}", FetchFailed::msg("boom")), "Message(\"boom\")");
     }
 
@@ -233,13 +280,23 @@ mod regressions {
     #[test]
     fn key_names_and_errors_display() {
         let k = CacheKey::new(Operation::WorkflowRuns, [("repo", Some("o/r"))]);
-        assert_eq!((k.to_string(), format!("{k:?}")), ("workflow_runs:repo=o/r".to_owned(), "CacheKey(\"workflow_runs:repo=o/r\")".to_owned()));
+        assert_eq!(
+            (k.to_string(), format!("{k:?}")),
+            (
+                "workflow_runs:repo=o/r".to_owned(),
+                "CacheKey(\"workflow_runs:repo=o/r\")".to_owned()
+            )
+        );
         assert_eq!(Operation::PullRequests.to_string(), "pull_requests");
         let err = CacheKey::parse("nope:").unwrap_err();
         assert_eq!(err.to_string(), "invalid cache key: unknown operation \"nope\"");
         let cache = Cache::new(CacheConfig::default(), Arc::new(ManualClock::new()));
-        let Begin::Lead(_leader) = cache.begin(&k) else { panic!("first caller leads") };
-        let Begin::Follow(follower) = cache.begin(&k) else { panic!("second caller follows") };
+        let Begin::Lead(_leader) = cache.begin(&k) else {
+            panic!("first caller leads")
+        };
+        let Begin::Follow(follower) = cache.begin(&k) else {
+            panic!("second caller follows")
+        };
         assert_eq!(format!("{follower:?}"), "Follower { .. }");
     }
 
@@ -251,14 +308,21 @@ mod regressions {
         use std::hash::{BuildHasher, Hasher};
         let k = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
         assert_eq!(PrehashedKey.hash_one(&k), k.hash_value());
-        assert_ne!(k.hash_value(), CacheKey::new(Operation::Repo, [("repo", Some("o/s"))]).hash_value());
+        assert_ne!(
+            k.hash_value(),
+            CacheKey::new(Operation::Repo, [("repo", Some("o/s"))]).hash_value()
+        );
         let fold = |bytes: &[u8]| {
             let mut h = PrehashedKey.build_hasher();
             h.write(bytes);
             h.finish()
         };
         assert_eq!(fold(&[1, 2]), 0x0102);
-        assert_eq!(fold(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), 0, "the ninth byte lands on the first");
+        assert_eq!(
+            fold(&[1, 0, 0, 0, 0, 0, 0, 0, 1]),
+            0,
+            "the ninth byte lands on the first"
+        );
     }
 
     /// `peek` sees a published value; the node's names (survivors).
@@ -268,8 +332,15 @@ mod regressions {
         assert_eq!(cell.peek(), None);
         cell.publish(3);
         assert_eq!(cell.peek(), Some(3));
-        assert_eq!(AlreadyInitialized.to_string(), "the ghcache node of this process is already initialised; use Node::get()");
-        let node = Node::new_for_tests(CacheConfig::default(), LifecycleConfig::disabled(), Arc::new(ManualClock::new()));
+        assert_eq!(
+            AlreadyInitialized.to_string(),
+            "the ghcache node of this process is already initialised; use Node::get()"
+        );
+        let node = Node::new_for_tests(
+            CacheConfig::default(),
+            LifecycleConfig::disabled(),
+            Arc::new(ManualClock::new()),
+        );
         assert!(format!("{node:?}").starts_with("Node { cache: Cache { config: CacheConfig {"));
     }
 
@@ -288,7 +359,9 @@ mod regressions {
             ("entries <= max_entries", |s| s.entries = s.max_entries + 1),
             ("bytes <= max_bytes", |s| s.bytes = s.max_bytes + 1),
             ("entries <= inserts - evictions", |s| s.evictions += 1),
-            ("peer_id present exactly when running", |s| s.p2p.peer_id = Some("x".into())),
+            ("peer_id present exactly when running", |s| {
+                s.p2p.peer_id = Some("x".into())
+            }),
         ];
         for (rule, break_it) in breaks {
             let mut bad = good.clone();
@@ -324,7 +397,10 @@ mod regressions {
     /// only checked where it saturates to zero).
     #[test]
     fn timestamps_subtract() {
-        assert_eq!(Timestamp::from_millis(5_000).saturating_sub(Duration::from_secs(2)), Timestamp::from_millis(3_000));
+        assert_eq!(
+            Timestamp::from_millis(5_000).saturating_sub(Duration::from_secs(2)),
+            Timestamp::from_millis(3_000)
+        );
     }
 
     /// The system clock moves (a survivor: `now` returning zero kept the
@@ -341,7 +417,14 @@ mod regressions {
     /// (a survivor: the adjusted `max_entries` was not checked anywhere).
     #[test]
     fn config_reports_the_adjusted_bounds() {
-        let cache = Cache::new(CacheConfig { max_entries: 0, shards: 0, ..CacheConfig::default() }, Arc::new(ManualClock::new()));
+        let cache = Cache::new(
+            CacheConfig {
+                max_entries: 0,
+                shards: 0,
+                ..CacheConfig::default()
+            },
+            Arc::new(ManualClock::new()),
+        );
         assert_eq!((cache.config().max_entries, cache.config().shards), (1, 1));
         assert_eq!(cache.stats().max_entries, 1);
     }
