@@ -298,8 +298,9 @@ impl Cache {
     }
 
     /// Stores `entry` (an [`Origin::Peer`](super::Origin::Peer) entry also
-    /// counts a peer hit). Returns whether it was stored (see the bounds in
-    /// the module docs).
+    /// counts a peer hit: it was obtained without asking GitHub, even if the
+    /// bounds refuse to keep it). Returns whether it was stored (see the
+    /// bounds in the module docs).
     pub fn insert(&self, key: &CacheKey, entry: Entry) -> bool {
         let from_peer = entry.origin == super::Origin::Peer;
         let mut shard = self.lock_shard(key);

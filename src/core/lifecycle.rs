@@ -65,7 +65,7 @@ pub struct LifecycleConfig {
     /// Whether P2P may start at all (`false`: local-only, `disabled`).
     pub enabled: bool,
     /// Consecutive start failures after which the node degrades to
-    /// local-only.
+    /// local-only (0 behaves like 1: the first failure degrades).
     pub max_start_failures: u32,
     /// Wait after the first failure; doubles with each further one.
     pub backoff_base: Duration,

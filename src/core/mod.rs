@@ -22,7 +22,8 @@
 //! - No function that needs a lock is called with it held: lock-held helpers
 //!   take the guarded data, not the cache.
 //! - No snapshot mixes two moments: stats hold every lock at once.
-//! - No counter increment is lost, and clearing entries touches no counter.
+//! - No counter increment is lost, and no counter is ever reset: clearing
+//!   entries only adds to `invalidations`.
 //! - No two fetches of one key overlap in one cache; no follower waits
 //!   forever.
 //! - No second host: one starter at a time, one [`Node`] per process, nothing

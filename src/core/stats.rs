@@ -5,7 +5,8 @@
 //! never be lost and a snapshot taken with every shard locked (see
 //! [`Cache::stats`](super::Cache::stats)) is consistent: for example
 //! `hits + stale_hits + misses == lookups` holds in every snapshot, not just
-//! eventually. Clearing entries never touches counters.
+//! eventually. No counter is ever reset: clearing entries only adds to
+//! `invalidations`.
 
 use serde::{Deserialize, Serialize};
 
