@@ -87,12 +87,7 @@ impl Metrics {
         store: Option<&StoreStatsSnapshot>,
     ) -> String {
         let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} counter\nghcache_{name} {value}"
-            );
-        };
+        let mut counter = |name: &str, help: &str, value: u64| metric(&mut out, "counter", name, help, value);
         counter("lookups_total", "Cache lookups.", stats.lookups);
         counter("hits_total", "Lookups answered fresh from the cache.", stats.hits);
         counter(
@@ -174,12 +169,7 @@ impl Metrics {
                 s.loaded,
             );
         }
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} gauge\nghcache_{name} {value}"
-            );
-        };
+        let mut gauge = |name: &str, help: &str, value: u64| metric(&mut out, "gauge", name, help, value);
         gauge("entries", "Entries held.", stats.entries);
         gauge("bytes", "Bytes held.", stats.bytes);
         gauge("max_entries", "Entry bound.", stats.max_entries);
@@ -235,6 +225,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Appends one Prometheus metric of `kind` (`counter` or `gauge`) with its
+/// HELP and TYPE lines.
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP ghcache_{name} {help}\n# TYPE ghcache_{name} {kind}\nghcache_{name} {value}"
+    );
 }
 
 /// Open file descriptors (Linux: entries of `/proc/self/fd`).
