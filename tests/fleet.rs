@@ -6,149 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::node::{proc_counts, wait_mesh, Node};
 use common::{free_port, FakeGithub};
-
-struct Node {
-    child: Option<Child>,
-    http: u16,
-    p2p: u16,
-    dir: std::path::PathBuf,
-    args: Vec<String>,
-    client: reqwest::Client,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Node {
-    fn spawn(name: &str, github: &str, bootstrap: Option<u16>, extra: &[&str]) -> Node {
-        let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (http, p2p) = (free_port(), free_port());
-        let mut args: Vec<String> = [
-            "daemon",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--p2p-listen",
-            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
-            "--github-api-url",
-            github,
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--upstream-retries",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(b) = bootstrap {
-            args.push("--bootstrap".into());
-            args.push(format!("/ip4/127.0.0.1/tcp/{b}"));
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut node = Node {
-            child: None,
-            http,
-            p2p,
-            dir,
-            args,
-            client: reqwest::Client::new(),
-        };
-        node.start();
-        node
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
-            .args(&self.args)
-            .env("GITHUB_TOKEN", "test-token")
-            .env(
-                "RUST_LOG",
-                std::env::var("GHCACHE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env_remove("GHCACHE_SWARM_KEY")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("GHCACHE_MCP_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-
-    async fn call(&self, name: &str, args: Value) -> Value {
-        let body =
-            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
-        let r = self
-            .client
-            .post(format!("http://127.0.0.1:{}/jsonrpc", self.http))
-            .body(body.to_string())
-            .send()
-            .await;
-        match r {
-            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http);
-        self.client.get(url).send().await.unwrap().text().await.unwrap()
-    }
-
-    async fn peer_count(&self) -> u64 {
-        self.call("gh_list_peers", json!({})).await["result"]["count"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    async fn stats(&self) -> Value {
-        self.call("gh_get_cache_stats", json!({})).await["result"].clone()
-    }
-}
-
-async fn wait_mesh(nodes: &[&Node], peers: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut counts = Vec::new();
-        for n in nodes {
-            counts.push(n.peer_count().await);
-        }
-        if counts.iter().all(|c| *c == peers) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
-            panic!(
-                "no full mesh within 30 s: peer counts {counts:?}\n{}",
-                logs.join("\n-----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
     let mut calls = Vec::new();
@@ -308,21 +172,6 @@ async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
     assert!(log.contains("P2P off: no swarm key"), "{log}");
     assert!(!log.contains("Peer ID:"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn proc_counts(pid: u32) -> (usize, usize) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0);
-    (fds, threads)
 }
 
 /// The figures of docs/p2p.md: `cargo test --release --test fleet -- --ignored --nocapture`.

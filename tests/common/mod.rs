@@ -7,6 +7,8 @@
 //! (the quota it reports; 0 makes it answer 403 like GitHub), `delay_ms`.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
