@@ -306,3 +306,30 @@ async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
     assert_eq!(node.log().matches("Peer ID: ").count(), 1, "{}", node.log());
     let _ = std::fs::remove_dir_all(&node.dir);
 }
+
+/// Found by the soak: `gh_get_cache_stats` asks every peer for its
+/// counters, and waited up to 1 s for a peer that hangs (here: SIGSTOP).
+/// Stats must answer within 1 s (the soak's rule) whatever the peers do: a
+/// silent peer is listed as unreachable after
+/// `ghcache::daemon::PEER_STATS_TIMEOUT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_does_not_wait_for_a_frozen_peer() {
+    let github = FakeGithub::start().await;
+    let n0 = Node::spawn("frz0", &github.url(), None, &[]);
+    let n1 = Node::spawn("frz1", &github.url(), Some(n0.p2p), &[]);
+    wait_mesh(&[&n0, &n1], 1).await;
+    let pid = n1.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let stats = n0.stats().await;
+    let took = t0.elapsed();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let unreachable = &stats["aggregate"]["unreachable"];
+    assert_eq!(unreachable.as_array().map(Vec::len), Some(1), "{stats}");
+    assert!(took < Duration::from_secs(1), "stats took {took:?} with a frozen peer");
+    // Thawed, the peer counts again.
+    assert_eq!(n0.stats().await["aggregate"]["nodes"], json!(2));
+    for n in [&n0, &n1] {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+}

@@ -54,6 +54,11 @@ use crate::core::{
 };
 use crate::sync::StdArc as Arc;
 use config::Config;
+
+/// How long `gh_get_cache_stats` waits for each peer's counters (asked
+/// concurrently). Stats must stay fast even when a peer hangs; on a LAN a
+/// peer answers in about a millisecond.
+pub const PEER_STATS_TIMEOUT: Duration = Duration::from_millis(250);
 use metrics::Metrics;
 use store::{Store, StoredEntry};
 use tools::{Invalidate, RpcError, ToolCall};
@@ -457,13 +462,14 @@ impl App {
     }
 
     /// The `aggregate` section of the stats: this node plus every connected
-    /// peer that answers within a second.
+    /// peer that answers within [`PEER_STATS_TIMEOUT`]; the others are
+    /// listed as unreachable.
     async fn aggregate(&self) -> Value {
         let Some(client) = self.p2p.borrow().clone() else {
             return Value::Null;
         };
         let mine = self.stats_reply();
-        let answers = client.fleet_stats(Duration::from_secs(1)).await;
+        let answers = client.fleet_stats(PEER_STATS_TIMEOUT).await;
         let row = |id: String, s: &p2p::wire::StatsReply| {
             json!({"peer_id": id, "api_calls": s.api_calls, "api_calls_saved": s.api_calls_saved, "hits": s.hits,
                    "misses": s.misses, "peer_hits": s.peer_hits, "lookups": s.lookups, "entries": s.entries, "peers": s.peers})
