@@ -4,7 +4,8 @@
 //! answers 304 to a matching `If-None-Match`, sends `x-ratelimit-*`
 //! headers, paginates `/repos/o/r/issues` (250 items, `Link` headers), and
 //! counts every request. Knobs: `down` (503 for everything), `remaining`
-//! (the quota it reports; 0 makes it answer 403 like GitHub), `delay_ms`.
+//! (the quota it reports; 0 makes it answer 403 like GitHub), `reset_in_secs`,
+//! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes).
 #![allow(dead_code)]
 
 pub mod node;
@@ -37,6 +38,9 @@ pub struct Fake {
     pub saw_token: AtomicBool,
     /// When non-zero: answer 403 with this `retry-after` (secondary limit).
     pub retry_after: AtomicU64,
+    /// When non-zero: the quota resets this many seconds from now (else in
+    /// an hour).
+    pub reset_in_secs: AtomicU64,
     /// Requests being answered now, and the most at once.
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
@@ -69,12 +73,13 @@ impl FakeGithub {
     }
 }
 
-fn reset_in_an_hour() -> u64 {
+fn reset_in(secs: u64) -> u64 {
+    let secs = if secs == 0 { 3600 } else { secs };
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 3600
+        + secs
 }
 
 async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
@@ -96,7 +101,10 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     rate.insert("x-ratelimit-limit", HeaderValue::from(5000));
     rate.insert("x-ratelimit-remaining", HeaderValue::from(left));
     rate.insert("x-ratelimit-used", HeaderValue::from(5000 - left));
-    rate.insert("x-ratelimit-reset", HeaderValue::from(reset_in_an_hour()));
+    rate.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(reset_in(fake.reset_in_secs.load(Ordering::SeqCst))),
+    );
     if fake.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, rate, "{\"message\":\"down\"}").into_response();
     }

@@ -160,4 +160,3 @@ pub fn proc_counts(pid: u32) -> (usize, usize) {
         .unwrap_or(0);
     (fds, threads)
 }
-
