@@ -557,6 +557,9 @@ fn read_proc(pid: u32, upstream_port: u16) -> Option<ProcSample> {
     })
 }
 
+/// A watched figure: name, unit, slack of the trend rule, how to read it.
+type Watched<'a> = (&'a str, &'a str, u64, &'a dyn Fn(&ProcSample) -> u64);
+
 /// A row of soak.csv.
 struct Row {
     t: f64,
@@ -875,7 +878,7 @@ async fn run(settings: Settings) {
             .map(|r| f(&r.proc))
             .collect()
     };
-    let metrics: [(&str, &str, u64, &dyn Fn(&ProcSample) -> u64); 3] = [
+    let metrics: [Watched; 3] = [
         ("fds", "", 8, &|p| p.fds),
         ("threads", "", 4, &|p| p.threads),
         ("RSS", "KiB", 16 * 1024, &|p| p.rss_kib),
