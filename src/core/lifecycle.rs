@@ -172,6 +172,10 @@ pub enum StartOutcome {
     ShutDown,
 }
 
+/// A host that came up after a shutdown asked for the stop, and the
+/// `Stopping` cell to publish once it is stopped.
+type HostToStop = (Box<dyn P2pHost>, Arc<OutcomeCell<()>>);
+
 enum State {
     Disabled,
     Idle,
@@ -247,7 +251,7 @@ impl Lifecycle {
         &mut self,
         result: Result<(Box<dyn P2pHost>, String), String>,
         now: Timestamp,
-    ) -> (StartOutcome, Option<(Box<dyn P2pHost>, Arc<OutcomeCell<()>>)>) {
+    ) -> (StartOutcome, Option<HostToStop>) {
         let stop_requested = match &self.state {
             State::Starting { stop_requested, .. } => *stop_requested,
             _ => unreachable!("only the starter leaves Starting"),
