@@ -16,6 +16,11 @@ pub struct Node {
     pub dir: std::path::PathBuf,
     pub args: Vec<String>,
     pub client: reqwest::Client,
+    /// A command line the binary runs under (`unshare -m sh -c '... exec
+    /// "$0" "$@"'`): the binary and its arguments follow it. Empty: none.
+    pub prefix: Vec<String>,
+    /// Extra environment (e.g. `LD_PRELOAD` for libfaketime).
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Node {
@@ -26,6 +31,18 @@ impl Drop for Node {
 
 impl Node {
     pub fn spawn(name: &str, github: &str, bootstrap: Option<u16>, extra: &[&str]) -> Node {
+        Node::spawn_with(name, github, bootstrap, extra, &[], &[])
+    }
+
+    /// [`Node::spawn`] under a `prefix` command and with extra `env`.
+    pub fn spawn_with(
+        name: &str,
+        github: &str,
+        bootstrap: Option<u16>,
+        extra: &[&str],
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -59,6 +76,8 @@ impl Node {
             dir,
             args,
             client: reqwest::Client::new(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         node.start();
         node
@@ -66,8 +85,18 @@ impl Node {
 
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
+        let bin = env!("CARGO_BIN_EXE_ghcache");
+        let mut command = match self.prefix.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
+        let child = command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("GITHUB_TOKEN", "test-token")
             .env(
                 "RUST_LOG",
@@ -87,6 +116,34 @@ impl Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until /healthz answers; panics with the log when the process
+    /// exits first or `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://127.0.0.1:{}/healthz", self.http);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the daemon exited ({status}) before answering; log:\n{}", self.log());
+            }
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no /healthz within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
