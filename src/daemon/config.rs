@@ -26,6 +26,7 @@
 //! | `upstream_retries` | 3 | extra attempts after a 5xx or timeout |
 //! | `retry_base_ms` | 250 | first backoff (doubles, jittered) |
 //! | `max_body_bytes` | 1048576 | request body limit on `/mcp` and `/jsonrpc` |
+//! | `max_upstream_body_bytes` | 33554432 (32 MiB) | largest GitHub answer read; a larger one is an error, never buffered |
 //! | `allowed_origins` | `[]` | browser origins allowed besides localhost ones |
 //! | `max_entries` / `max_bytes` | 10000 / 256 MiB | cache bounds (the store keeps at most `max_entries`) |
 //! | `stale_grace_secs` | 86400 | how long past its TTL an entry may be revalidated or served stale |
@@ -124,6 +125,8 @@ pub struct Config {
     pub retry_base: Duration,
     /// Body limit on the RPC endpoints.
     pub max_body_bytes: usize,
+    /// Largest upstream (GitHub) body read.
+    pub max_upstream_body_bytes: usize,
     /// Extra allowed browser origins (exact `scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
     /// The cache's settings.
@@ -152,6 +155,7 @@ impl Default for Config {
             upstream_retries: 3,
             retry_base: Duration::from_millis(250),
             max_body_bytes: 1 << 20,
+            max_upstream_body_bytes: 32 << 20,
             allowed_origins: Vec::new(),
             cache: CacheConfig::default(),
         }
@@ -311,6 +315,7 @@ impl Config {
             "upstream_retries" => self.upstream_retries = raw.uint(key, 0, 10)? as u32,
             "retry_base_ms" => self.retry_base = Duration::from_millis(raw.uint(key, 0, 60_000)?),
             "max_body_bytes" => self.max_body_bytes = raw.uint(key, 1024, 1 << 30)? as usize,
+            "max_upstream_body_bytes" => self.max_upstream_body_bytes = raw.uint(key, 1024, 1 << 32)? as usize,
             "max_entries" => self.cache.max_entries = raw.uint(key, 1, MAX)? as usize,
             "max_bytes" => self.cache.max_bytes = raw.uint(key, 1, MAX)? as usize,
             "stale_grace_secs" => self.cache.stale_grace = Duration::from_secs(raw.uint(key, 0, 365 * 86_400)?),

@@ -12,7 +12,15 @@
 //! - **Retries**: 5xx answers, timeouts and connection errors are retried
 //!   with jittered exponential backoff, `retries` times.
 //! - **Bounds**: a per-request timeout and a semaphore on requests in flight
-//!   (a permit is held for one HTTP exchange, never across a retry sleep).
+//!   (a permit is held for one HTTP exchange, never across a retry sleep);
+//!   a body above `max_upstream_body_bytes` is refused (by its
+//!   `Content-Length` before reading, else as soon as the bytes read pass
+//!   the limit), so a hostile or broken upstream cannot exhaust memory.
+//! - **Checked bodies**: a 2xx answer that claims JSON (or names no type)
+//!   must parse as JSON; garbage is [`ErrorKind::Invalid`], never cached.
+//!   Invalid answers are not retried (the same request would cost quota
+//!   for the same garbage); a stale entry is served instead when there is
+//!   one.
 //! - **Pagination**: list reads follow `Link: <..>; rel="next"` until the
 //!   requested number of items is collected; a multi-page answer is stored
 //!   without an ETag (one page's tag does not vouch for the others).
@@ -78,8 +86,11 @@ pub enum ErrorKind {
     },
     /// GitHub answered with this status (not cacheable, e.g. 401, 5xx).
     Status(u16),
-    /// Timeout, connection refused, bad body.
+    /// Timeout, connection refused or reset, a body cut short.
     Transport,
+    /// GitHub answered, but unusably: a body above the limit, or a 2xx
+    /// JSON answer that does not parse. Not retried.
+    Invalid,
 }
 
 /// A failed GitHub read: what went wrong, and GitHub's own answer if any.
@@ -98,7 +109,7 @@ impl UpstreamError {
     /// served instead.
     pub fn stale_ok(&self) -> bool {
         match self.kind {
-            ErrorKind::RateLimited { .. } | ErrorKind::Transport => true,
+            ErrorKind::RateLimited { .. } | ErrorKind::Transport | ErrorKind::Invalid => true,
             ErrorKind::Status(s) => s >= 500 || s == 429,
         }
     }
@@ -108,7 +119,7 @@ impl UpstreamError {
         match self.kind {
             ErrorKind::RateLimited { .. } => 403,
             ErrorKind::Status(s) => s,
-            ErrorKind::Transport => 502,
+            ErrorKind::Transport | ErrorKind::Invalid => 502,
         }
     }
 }
@@ -225,6 +236,7 @@ pub struct Upstream {
     permits: Semaphore,
     retries: u32,
     retry_base: Duration,
+    max_body: usize,
     rate: RateLimit,
     metrics: Arc<Metrics>,
 }
@@ -266,6 +278,7 @@ impl Upstream {
             permits: Semaphore::new(config.max_concurrent_upstream),
             retries: config.upstream_retries,
             retry_base: config.retry_base,
+            max_body: config.max_upstream_body_bytes,
             rate: RateLimit::new(),
             metrics,
         })
@@ -464,14 +477,26 @@ impl Upstream {
         };
         let etag = header("etag").and_then(|t| ETag::new(&t));
         let next = header("link").and_then(|l| next_link(&l));
-        let body = match response.bytes().await {
+        let content_type = header("content-type");
+        let path = url.strip_prefix(&self.base).unwrap_or(url);
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        let body = match read_body(response, self.max_body, &path).await {
             Ok(b) => b,
             Err(e) => {
                 self.metrics.upstream_response(None);
-                return Err(transport(describe(&e)));
+                return Err(e);
             }
         };
         self.metrics.upstream_response(Some(status));
+        if (200..300).contains(&status) && claims_json(content_type.as_deref()) {
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return Err(UpstreamError {
+                    kind: ErrorKind::Invalid,
+                    body: Bytes::new(),
+                    message: format!("GitHub sent invalid JSON for {path} (status {status}): {e}"),
+                });
+            }
+        }
         Ok(Answer {
             status,
             etag,
@@ -479,6 +504,43 @@ impl Upstream {
             body,
         })
     }
+}
+
+/// Reads a response body of at most `limit` bytes (see the module docs).
+async fn read_body(mut response: reqwest::Response, limit: usize, path: &str) -> Result<Bytes, UpstreamError> {
+    let too_large = |size: String| UpstreamError {
+        kind: ErrorKind::Invalid,
+        body: Bytes::new(),
+        message: format!(
+            "GitHub's answer for {path} is too large ({size} bytes; the limit is {limit}, max_upstream_body_bytes)"
+        ),
+    };
+    let declared = response.content_length();
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        return Err(too_large(n.to_string()));
+    }
+    let mut body = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large(format!("more than {}", body.len() + chunk.len())));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(transport(describe(&e))),
+        }
+    }
+}
+
+/// Does this `Content-Type` promise JSON? (None: GitHub always names
+/// one, so an answer without it is checked too.)
+fn claims_json(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|t| {
+        let t = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        t.ends_with("/json") || t.ends_with("+json")
+    })
 }
 
 fn transport(message: String) -> UpstreamError {
