@@ -168,6 +168,11 @@ impl Metrics {
                 "Entries loaded from the store at start.",
                 s.loaded,
             );
+            counter(
+                "store_errors_total",
+                "Store batches not committed (commit failed or store unavailable).",
+                s.errors,
+            );
         }
         let mut gauge = |name: &str, help: &str, value: u64| metric(&mut out, "gauge", name, help, value);
         gauge("entries", "Entries held.", stats.entries);
@@ -175,6 +180,13 @@ impl Metrics {
         gauge("max_entries", "Entry bound.", stats.max_entries);
         gauge("max_bytes", "Byte bound.", stats.max_bytes);
         gauge("in_flight", "Fetches in progress.", stats.in_flight);
+        if let Some(s) = store {
+            gauge(
+                "store_degraded",
+                "1 while the store cannot be written: serving from memory only.",
+                u64::from(s.degraded),
+            );
+        }
         if let Some(v) = rate.remaining {
             gauge("ratelimit_remaining", "GitHub requests left in this window.", v);
         }

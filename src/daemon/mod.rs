@@ -185,7 +185,17 @@ impl App {
                     .saturating_add(grace_ms)
                     > now_unix_ms
             };
-            let (store, loaded) = Store::open(&config.store_path(), bounds, &keep).map_err(|e| e.to_string())?;
+            let path = config.store_path();
+            // A store that cannot be opened is not fatal: memory only,
+            // degraded, reopened in the background (see `store`).
+            let (store, loaded) = match Store::open(&path, bounds, &keep) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "store unavailable; serving from memory only (degraded; retrying in the background)");
+                    (Store::unavailable(&path, bounds, &e), Vec::new())
+                }
+            };
             let n = loaded.len();
             let mut kept = 0;
             for (key, stored) in loaded {
@@ -202,7 +212,9 @@ impl App {
                     kept += usize::from(cache.insert(&key, entry));
                 }
             }
-            tracing::info!(path = %config.store_path().display(), records = n, loaded = kept, corrupt = store.stats().corrupt, "store opened");
+            if !store.stats().degraded {
+                tracing::info!(path = %path.display(), records = n, loaded = kept, corrupt = store.stats().corrupt, "store opened");
+            }
             Some(store)
         } else {
             None
@@ -618,7 +630,15 @@ impl App {
         v["peer_id"] = json!(stats.p2p.peer_id);
         v["p2p_requested"] = json!(self.config.p2p);
         v["rate_limit"] = json!(self.upstream.rate_limit());
-        v["store"] = json!(self.store.as_ref().map(Store::stats));
+        v["store"] = match &self.store {
+            Some(store) => {
+                let mut s = json!(store.stats());
+                s["path"] = json!(self.config.store_path().display().to_string());
+                s["error"] = json!(store.last_error());
+                s
+            }
+            None => Value::Null,
+        };
         v["uptime_secs"] = json!(self.started.elapsed().as_secs());
         v["upstream_requests"] = json!(self.metrics.upstream_total());
         v

@@ -12,7 +12,20 @@
 //!   keeps the disk cost flat under load.
 //! - **Crash safety**: redb commits are atomic; `kill -9` loses at most the
 //!   ops still queued or in the uncommitted batch, and never corrupts the
-//!   file.
+//!   file (`tests/faults.rs` kills a writing daemon several times over).
+//! - **Degraded, never fatal**: the cache, not the store, is the source of
+//!   truth, so a store that cannot be opened (read-only or missing data
+//!   directory, disk full) or a commit that fails (`ENOSPC`, `EIO`) never
+//!   stops the daemon: it serves from memory, the store is *degraded*
+//!   ([`StoreStatsSnapshot::degraded`], the `ghcache_store_degraded` gauge,
+//!   [`Store::last_error`]) and one error is logged on the way in. A failed
+//!   commit loses its batch (counted in `errors`) and closes the database
+//!   (redb refuses every later operation after an I/O error until it is
+//!   reopened). While degraded, the writer keeps draining the queue and,
+//!   when ops arrive, reopens the file with backoff (1 s doubling to
+//!   [`RETRY_MAX`]); the first batch committed after that clears the state
+//!   (logged once). Entries on disk that were not loaded at start (the
+//!   store could not be opened then) come back at the next start.
 //! - **Bounded**: after a commit that leaves more than [`Bounds`] allow
 //!   (records, or bytes of keys and records), the oldest (by fetch time) are
 //!   removed down to 90 % of the bounds. Expired records are dropped at load.
@@ -29,10 +42,10 @@
 //! [`decode_record`] is a pure function on arbitrary bytes, the fuzz target
 //! for outside input.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 use std::fmt;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -47,6 +60,11 @@ const MAGIC: &[u8; 4] = b"GHC1";
 pub const BATCH: usize = 512;
 /// Queue length between the daemon and the writer.
 pub const QUEUE: usize = 4096;
+/// First wait before reopening a store that failed; it doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between attempts to reopen a failed store.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// One entry as stored: the fetch time is wall-clock (Unix ms), since the
 /// cache's monotonic clock starts over with each process.
@@ -205,6 +223,26 @@ pub struct StoreStats {
     corrupt: AtomicU64,
     loaded: AtomicU64,
     errors: AtomicU64,
+    /// 1 while degraded (see the module docs).
+    degraded: AtomicU64,
+    /// Why, while degraded. A leaf lock: held only to copy a string in or
+    /// out, never across I/O.
+    last_error: Mutex<Option<String>>,
+}
+
+impl StoreStats {
+    /// Enters (or stays in) the degraded state; true when newly entered.
+    fn degrade(&self, why: String) -> bool {
+        *lock(&self.last_error) = Some(why);
+        self.degraded.swap(1, Ordering::SeqCst) == 0
+    }
+
+    /// Leaves the degraded state; true when it was degraded.
+    fn recover(&self) -> bool {
+        let was = self.degraded.swap(0, Ordering::SeqCst) == 1;
+        *lock(&self.last_error) = None;
+        was
+    }
 }
 
 /// A copy of the store counters.
@@ -218,8 +256,11 @@ pub struct StoreStatsSnapshot {
     pub corrupt: u64,
     /// Entries loaded at start.
     pub loaded: u64,
-    /// Failed commits.
+    /// Batches not committed (a failed commit, or the store unavailable).
     pub errors: u64,
+    /// Serving from memory only: the store could not be opened, or its last
+    /// commit failed (module docs).
+    pub degraded: bool,
 }
 
 /// How much the store may hold: records, and bytes of keys plus records.
@@ -269,11 +310,48 @@ impl Store {
             .map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer_stats = stats.clone();
+        let w = Writer {
+            db: Some(db),
+            path: path.to_path_buf(),
+            bounds,
+            bytes,
+            retry_at: Instant::now(),
+            retry_wait: RETRY_FIRST,
+        };
         std::thread::Builder::new()
             .name("ghcache-store".into())
-            .spawn(move || writer(Writer { db, bounds, bytes }, rx, writer_stats))
+            .spawn(move || writer(w, rx, writer_stats))
             .map_err(|e| OpenError(format!("cannot start the store writer: {e}")))?;
         Ok((Store { tx, stats }, loaded))
+    }
+
+    /// A store that could not be opened (`error`): degraded from the start.
+    /// Writes are queued as usual; the writer tries to open `path` again
+    /// with backoff and, once it can, writes to it (module docs).
+    pub fn unavailable(path: &Path, bounds: Bounds, error: &OpenError) -> Store {
+        let stats = Arc::new(StoreStats::default());
+        stats.degrade(error.to_string());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer_stats = stats.clone();
+        let w = Writer {
+            db: None,
+            path: path.to_path_buf(),
+            bounds,
+            bytes: 0,
+            retry_at: Instant::now() + RETRY_FIRST,
+            retry_wait: RETRY_FIRST,
+        };
+        // No writer thread: the receiver is gone and every write is
+        // dropped and counted.
+        let _ = std::thread::Builder::new()
+            .name("ghcache-store".into())
+            .spawn(move || writer(w, rx, writer_stats));
+        Store { tx, stats }
+    }
+
+    /// Why the store is degraded, while it is.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.stats.last_error).clone()
     }
 
     /// Queues a write; never blocks (dropped and counted when full).
@@ -324,6 +402,7 @@ impl Store {
             corrupt: s.corrupt.load(Ordering::Relaxed),
             loaded: s.loaded.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
+            degraded: s.degraded.load(Ordering::SeqCst) == 1,
         }
     }
 }
@@ -404,11 +483,69 @@ fn load(
 
 /// What the writer thread owns.
 struct Writer {
-    db: Database,
+    /// None while degraded: not opened yet, or closed after a failure.
+    db: Option<Database>,
+    path: PathBuf,
     bounds: Bounds,
     /// Bytes of keys and records stored (exact: kept up to date from the
     /// old values that insert and remove hand back).
     bytes: u64,
+    /// While `db` is None: no attempt to open it before this.
+    retry_at: Instant,
+    retry_wait: Duration,
+}
+
+impl Writer {
+    /// Opens the database again when it is closed and the backoff has
+    /// passed; true when it is open.
+    fn reopen(&mut self, stats: &StoreStats) -> bool {
+        if self.db.is_some() {
+            return true;
+        }
+        if Instant::now() < self.retry_at {
+            return false;
+        }
+        match open_db(&self.path) {
+            Ok((db, bytes)) => {
+                self.db = Some(db);
+                self.bytes = bytes;
+                self.retry_wait = RETRY_FIRST;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "store still unavailable");
+                stats.degrade(e);
+                self.retry_at = Instant::now() + self.retry_wait;
+                self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+                false
+            }
+        }
+    }
+}
+
+/// Opens (or creates) the database at `path` for the writer, and counts the
+/// bytes it holds.
+fn open_db(path: &Path) -> Result<(Database, u64), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let db = Database::create(path).map_err(|e| format!("cannot open store {}: {e}", path.display()))?;
+    let bytes = (|| -> StoreResult<u64> {
+        let read = db.begin_read()?;
+        let table = match read.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut bytes = 0;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            bytes += (k.value().len() + v.value().len()) as u64;
+        }
+        Ok(bytes)
+    })()
+    .map_err(|e| format!("cannot read store {}: {e}", path.display()))?;
+    Ok((db, bytes))
 }
 
 fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
@@ -431,14 +568,40 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
             }
         }
         let before = w.bytes;
-        match w.apply(&mut batch, &mut acks) {
+        let result = if w.reopen(&stats) {
+            w.apply(&mut batch, &mut acks).map_err(Some)
+        } else {
+            Err(None) // still degraded: the batch is lost
+        };
+        match result {
             Ok(written) => {
                 stats.written.fetch_add(written, Ordering::Relaxed);
+                if stats.recover() {
+                    tracing::info!(path = %w.path.display(), "store recovered: writing to disk again");
+                }
             }
             Err(e) => {
                 w.bytes = before;
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "store commit failed; batch lost");
+                // Flushes still get their answer.
+                acks.extend(batch.drain(..).filter_map(|op| match op {
+                    Op::Flush(ack) | Op::Close(ack) => Some(ack),
+                    _ => None,
+                }));
+                if let Some(e) = e {
+                    // redb refuses every later operation after an I/O
+                    // error until the file is reopened: close it now.
+                    w.db = None;
+                    w.retry_at = Instant::now() + w.retry_wait;
+                    w.retry_wait = (w.retry_wait * 2).min(RETRY_MAX);
+                    let why = format!("store commit failed on {}: {e}", w.path.display());
+                    if stats.degrade(why) {
+                        tracing::error!(path = %w.path.display(), error = %e,
+                            "store commit failed; batch lost; serving from memory only until the store recovers");
+                    } else {
+                        tracing::debug!(error = %e, "store commit failed again");
+                    }
+                }
             }
         }
         for ack in acks {
@@ -458,7 +621,8 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
 impl Writer {
     /// Applies a batch in one transaction; returns the records written.
     fn apply(&mut self, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<()>>) -> StoreResult<u64> {
-        let write = self.db.begin_write()?;
+        let db = self.db.as_ref().ok_or("store closed")?;
+        let write = db.begin_write()?;
         let mut written = 0;
         {
             let mut table = write.open_table(TABLE)?;
