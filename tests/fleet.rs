@@ -292,7 +292,22 @@ async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(stats["peer_id"], Value::Null, "{stats}");
-    assert!(node.log().contains("P2P start failed"), "{}", node.log());
+    // A clear error: the address, and why.
+    let log = node.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("P2P start failed"))
+        .unwrap_or_else(|| panic!("no `P2P start failed` line:\n{log}"));
+    assert!(
+        failed.contains(&format!("/tcp/{port}")) && failed.contains("in use"),
+        "the error names the address and the cause: {failed}"
+    );
+    assert!(
+        stats["p2p"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("in use")),
+        "{stats}"
+    );
     // Local-only meanwhile: reads work.
     let v = node.call("gh_get_repo", json!({"repo": "o/busy"})).await;
     assert_eq!(v["result"]["cache_mode"], "miss", "{v}");

@@ -604,7 +604,7 @@ pub fn start(
         .build();
     swarm
         .listen_on(settings.listen.clone())
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {}", settings.listen, error_chain(&e)))?;
 
     let (tx, rx) = mpsc::channel(256);
     let (connected_tx, connected) = watch::channel(Arc::new(Vec::new()));
@@ -1099,6 +1099,24 @@ fn is_unspecified(a: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+/// An error with its sources: libp2p's transport errors print nothing of
+/// their own and keep the cause (`Address already in use`) in `source()`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
