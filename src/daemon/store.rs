@@ -568,6 +568,7 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
             }
         }
         let before = w.bytes;
+        let lost = batch.iter().any(|op| !matches!(op, Op::Flush(_) | Op::Close(_)));
         let result = if w.reopen(&stats) {
             w.apply(&mut batch, &mut acks).map_err(Some)
         } else {
@@ -582,7 +583,9 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
             }
             Err(e) => {
                 w.bytes = before;
-                stats.errors.fetch_add(1, Ordering::Relaxed);
+                if lost || e.is_some() {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
                 // Flushes still get their answer.
                 acks.extend(batch.drain(..).filter_map(|op| match op {
                     Op::Flush(ack) | Op::Close(ack) => Some(ack),
@@ -771,6 +774,44 @@ mod tests {
         rt.block_on(store.close());
         let (store, loaded2) = Store::open(&path, bounds(100), &|_| true).unwrap();
         assert_eq!(loaded.len(), loaded2.len());
+        rt.block_on(store.close());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unavailable_store_recovers_once_its_path_is_usable() {
+        let dir = std::env::temp_dir().join(format!("ghcache-store-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let blocker = dir.join("blocker");
+        std::fs::write(&blocker, b"a file, not a directory").unwrap();
+        let path = blocker.join("data").join("cache.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
+        let err = Store::open(&path, bounds(10), &|_| true).unwrap_err();
+        assert!(err.to_string().contains("Not a directory"), "{err}");
+        let store = Store::unavailable(&path, bounds(10), &err);
+        assert!(store.stats().degraded);
+        assert_eq!(store.last_error(), Some(err.to_string()));
+        // Within the backoff: lost, counted, still degraded.
+        store.put(key(0), sample());
+        rt.block_on(store.flush());
+        let s = store.stats();
+        assert!(s.degraded && s.errors == 1 && s.written == 0, "{s:?}");
+        // The path becomes usable: the next write opens it and recovers.
+        std::fs::remove_file(&blocker).unwrap();
+        std::thread::sleep(RETRY_FIRST + Duration::from_millis(100));
+        store.put(key(1), sample());
+        rt.block_on(store.flush());
+        let s = store.stats();
+        assert!(!s.degraded && s.written == 1, "{s:?}");
+        assert_eq!(store.last_error(), None);
+        rt.block_on(store.close());
+        let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
+        assert_eq!(loaded.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![key(1)]);
         rt.block_on(store.close());
         let _ = std::fs::remove_dir_all(&dir);
     }
