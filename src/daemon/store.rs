@@ -375,8 +375,8 @@ impl Store {
         }
     }
 
-    /// Waits until everything queued before is committed (bounded by the
-    /// caller's timeout).
+    /// Waits until everything queued before is committed, or lost while
+    /// the store is degraded (bounded by the caller's timeout).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Op::Flush(done)).await.is_ok() {
@@ -569,10 +569,11 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
         }
         let before = w.bytes;
         let lost = batch.iter().any(|op| !matches!(op, Op::Flush(_) | Op::Close(_)));
-        let result = if w.reopen(&stats) {
+        // A batch of flushes alone is no reason to reopen a closed store.
+        let result = if (lost || w.db.is_some()) && w.reopen(&stats) {
             w.apply(&mut batch, &mut acks).map_err(Some)
         } else {
-            Err(None) // still degraded: the batch is lost
+            Err(None) // degraded: the batch is lost
         };
         match result {
             Ok(written) => {
