@@ -120,6 +120,22 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// Waits (20 s at most) until `/healthz` answers.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/healthz", self.http);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "not ready within 20 s: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stats(&self) -> Value {
         self.call("gh_get_cache_stats", json!({})).await["result"].clone()
     }
@@ -146,18 +162,25 @@ pub async fn wait_mesh(nodes: &[&Node], peers: u64) {
     }
 }
 
+/// Open fds and threads of a process.
 pub fn proc_counts(pid: u32) -> (usize, usize) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let [fds, threads, _] = proc_figures(pid);
     (fds, threads)
 }
 
+/// Open fds, threads and resident memory (kB) of a process, from /proc
+/// (zeros once it is gone).
+pub fn proc_figures(pid: u32) -> [usize; 3] {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    };
+    [fds, field("Threads:"), field("VmRSS:")]
+}
