@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::node::{proc_counts, wait_mesh, Node};
+use common::node::{proc_figures, wait_mesh, Node};
 use common::{free_port, FakeGithub};
 
 async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
@@ -174,35 +174,63 @@ async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The figures of docs/p2p.md: `cargo test --release --test fleet -- --ignored --nocapture`.
+/// The figures of docs/p2p.md and BENCHMARKS.md (`ci/bench`):
+/// `cargo test --release --test fleet -- --ignored --nocapture bench_nodes`.
+/// For each fleet size in `BENCH_NODES` (default `1 3 5`): `BENCH_KEYS`
+/// keys (default 200) asked on every node at once, by a P2P fleet and by
+/// the same number of `--no-p2p` nodes (the baseline); peer-hit and
+/// local-hit latency; fds, threads and RSS per node at rest and at their
+/// peak under that load. Prints `bench ...` lines; asserts nothing timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark; prints figures"]
-async fn bench_five_nodes() {
+async fn bench_nodes() {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let keys: u32 = env("BENCH_KEYS", "200").parse().unwrap();
+    for n in env("BENCH_NODES", "1 3 5").split_whitespace() {
+        let n: usize = n.parse().unwrap();
+        bench_fleet(n, keys, false).await;
+        bench_fleet(n, keys, true).await;
+    }
+}
+
+async fn bench_fleet(size: usize, keys: u32, p2p: bool) {
     let github = FakeGithub::start().await;
-    let first = Node::spawn("b0", &github.url(), None, &[]);
-    let mut nodes = vec![first];
-    for i in 1..5 {
-        let boot = nodes[0].p2p;
-        nodes.push(Node::spawn(&format!("b{i}"), &github.url(), Some(boot), &[]));
+    let tag = if p2p { "p2p" } else { "nop2p" };
+    let extra: &[&str] = if p2p { &[] } else { &["--no-p2p"] };
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..size {
+        let boot = nodes.first().filter(|_| p2p).map(|n| n.p2p);
+        nodes.push(Node::spawn(
+            &format!("bench-{tag}-{size}-{i}"),
+            &github.url(),
+            boot,
+            extra,
+        ));
+    }
+    for n in &mut nodes {
+        n.wait_ready(Duration::from_secs(20)).await;
     }
     let refs: Vec<&Node> = nodes.iter().collect();
-    wait_mesh(&refs, 4).await;
+    if p2p {
+        wait_mesh(&refs, size as u64 - 1).await;
+    }
     let pids: Vec<u32> = nodes.iter().map(|n| n.child.as_ref().unwrap().id()).collect();
-    let rest: Vec<(usize, usize)> = pids.iter().map(|p| proc_counts(*p)).collect();
+    let rest: Vec<[usize; 3]> = pids.iter().map(|p| proc_figures(*p)).collect();
 
-    // 200 keys asked on all 5 nodes at once, while fds and threads are
-    // sampled.
-    let keys = 200;
+    // `keys` keys asked on every node at once, while fds, threads and RSS
+    // are sampled.
     let before = github.requests();
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let (pids, sampling) = (pids.clone(), sampling.clone());
         tokio::spawn(async move {
-            let mut peak = vec![(0, 0); pids.len()];
+            let mut peak = vec![[0; 3]; pids.len()];
             while sampling.load(std::sync::atomic::Ordering::SeqCst) {
                 for (i, p) in pids.iter().enumerate() {
-                    let (f, t) = proc_counts(*p);
-                    peak[i] = (peak[i].0.max(f), peak[i].1.max(t));
+                    let now = proc_figures(*p);
+                    for (max, v) in peak[i].iter_mut().zip(now) {
+                        *max = (*max).max(v);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -216,49 +244,63 @@ async fn bench_five_nodes() {
     let peak = sampler.await.unwrap();
     let upstream = github.requests() - before;
     let peer = modes.iter().filter(|m| *m == "peer").count();
-
-    // Peer-hit latency: node 0 reads 200 new keys (each owner fetches
-    // its share); then node 1 reads them one by one: the keys others own
-    // are peer hits served from the owner's cache.
-    read_all(&refs[..1], 1000..1000 + keys).await;
-    let mut lat = Vec::new();
-    for i in 1000..1000 + keys {
-        let t = Instant::now();
-        let v = nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
-        if v["result"]["cache_mode"] == "peer" {
-            lat.push(t.elapsed());
+    println!(
+        "bench fleet nodes={size} p2p={p2p} keys={keys} upstream={upstream} per_key={:.2} peer_answers={peer} answers={} elapsed_ms={}",
+        upstream as f64 / keys as f64,
+        modes.len(),
+        elapsed.as_millis()
+    );
+    for (i, (r, p)) in rest.iter().zip(&peak).enumerate() {
+        for (state, [fds, threads, rss_kb]) in [("rest", r), ("load", p)] {
+            println!(
+                "bench node_res nodes={size} p2p={p2p} node={i} state={state} fds={fds} threads={threads} rss_kb={rss_kb}"
+            );
         }
     }
-    lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
-    let mut hit = Vec::new();
-    for i in 1000..1000 + keys {
-        let t = Instant::now();
-        nodes[1].call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
-        hit.push(t.elapsed());
+
+    // Latency: node 0 reads `keys` new keys (in a fleet each owner
+    // fetches its share); then the last node reads them one by one (the
+    // keys others own are peer hits served from the owner's cache), then
+    // once more (local hits).
+    read_all(&refs[..1], 1000..1000 + keys).await;
+    let reader = &nodes[size - 1];
+    for want in ["peer", "hit"] {
+        let mut lat = Vec::new();
+        for i in 1000..1000 + keys {
+            let t = Instant::now();
+            let v = reader.call("gh_get_repo", json!({"repo": format!("o/r{i}")})).await;
+            if v["result"]["cache_mode"] == want {
+                lat.push(t.elapsed());
+            }
+        }
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+        if lat.is_empty() {
+            println!("bench read_latency nodes={size} p2p={p2p} mode={want} samples=0");
+        } else {
+            println!(
+                "bench read_latency nodes={size} p2p={p2p} mode={want} samples={} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+                lat.len(),
+                pct(0.5),
+                pct(0.99),
+                pct(1.0)
+            );
+        }
     }
-    hit.sort();
-    eprintln!("5 nodes x {keys} keys at once: {upstream} GitHub requests = {:.2} per key; {peer} of {} answers were peer hits; {:?}", upstream as f64 / keys as f64, modes.len(), elapsed);
-    eprintln!(
-        "peer hit over /jsonrpc on loopback ({} samples): p50 {:?}, p99 {:?}; local hit p50 {:?}",
-        lat.len(),
-        pct(0.5),
-        pct(0.99),
-        hit[hit.len() / 2]
-    );
-    eprintln!("fds/threads per node at rest: {rest:?}; peak under load: {peak:?}");
-    let mut p2p_lines = Vec::new();
-    for n in &nodes {
-        let m = n.metrics().await;
-        p2p_lines.push(
-            m.lines()
-                .filter(|l| l.starts_with("ghcache_p2p_") && !l.contains("bad_frames"))
-                .map(String::from)
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+    if p2p && size > 1 {
+        let mut p2p_lines = Vec::new();
+        for n in &nodes {
+            let m = n.metrics().await;
+            p2p_lines.push(
+                m.lines()
+                    .filter(|l| l.starts_with("ghcache_p2p_") && !l.contains("bad_frames"))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+        eprintln!("P2P metrics per node ({size} nodes):\n{}", p2p_lines.join("\n"));
     }
-    eprintln!("P2P metrics per node:\n{}", p2p_lines.join("\n"));
     if std::env::var_os("GHCACHE_TEST_LOG").is_some() {
         for n in &nodes {
             for l in n.log().lines().filter(|l| l.contains("did not answer")).take(3) {

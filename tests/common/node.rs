@@ -203,17 +203,25 @@ pub async fn wait_mesh(nodes: &[&Node], peers: u64) {
     }
 }
 
+/// Open fds and threads of a process.
 pub fn proc_counts(pid: u32) -> (usize, usize) {
+    let [fds, threads, _] = proc_figures(pid);
+    (fds, threads)
+}
+
+/// Open fds, threads and resident memory (kB) of a process, from /proc
+/// (zeros once it is gone).
+pub fn proc_figures(pid: u32) -> [usize; 3] {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0);
-    (fds, threads)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    };
+    [fds, field("Threads:"), field("VmRSS:")]
 }
