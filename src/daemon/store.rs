@@ -341,8 +341,8 @@ impl Store {
             retry_at: Instant::now() + RETRY_FIRST,
             retry_wait: RETRY_FIRST,
         };
-        // No writer thread: the receiver is gone and every write is
-        // dropped and counted.
+        // Should the thread not start, the receiver is gone and every write
+        // is dropped and counted: still memory only, as promised.
         let _ = std::thread::Builder::new()
             .name("ghcache-store".into())
             .spawn(move || writer(w, rx, writer_stats));
