@@ -206,7 +206,8 @@ struct Tally {
     stats_samples: Mutex<Vec<u64>>,
     mcp_sessions: AtomicU64,
     mcp_abandoned: AtomicU64,
-    restarts: AtomicU64,
+    /// Faults injected on daemon 2 (kills, stops, freezes).
+    faults: AtomicU64,
 }
 
 impl Tally {
@@ -259,48 +260,65 @@ impl Rng {
 /// How one request ended.
 enum Outcome {
     Answer(u16, String),
-    /// No answer, or a late one, but the daemon went down or froze
-    /// meanwhile: expected.
+    /// No answer to look at: none (or a late one) because the daemon went
+    /// down or froze meanwhile, which is expected, or a failure of the pass
+    /// rule, already reported.
     Excused,
 }
 
 /// Sends `req` to daemon `d`, applying the pass rule to transport failures.
 async fn send(targets: &[Target], d: usize, tally: &Tally, what: &str, req: reqwest::RequestBuilder) -> Outcome {
+    match exchange(targets, d, tally, what, req).await {
+        Some((status, _, text)) => Outcome::Answer(status, text),
+        None => Outcome::Excused,
+    }
+}
+
+/// [`send`], with the answer's headers; None when there is no answer to
+/// look at (excused, or a failure already reported).
+async fn exchange(
+    targets: &[Target],
+    d: usize,
+    tally: &Tally,
+    what: &str,
+    req: reqwest::RequestBuilder,
+) -> Option<(u16, reqwest::header::HeaderMap, String)> {
     let generation = targets[d].generation.load(Ordering::SeqCst);
     let result = async {
         let r = req.send().await?;
         let status = r.status().as_u16();
+        let headers = r.headers().clone();
         let text = r.text().await?;
-        Ok::<_, reqwest::Error>((status, text))
+        Ok::<_, reqwest::Error>((status, headers, text))
     }
     .await;
     let stayed_up = targets[d].up.load(Ordering::SeqCst) && targets[d].generation.load(Ordering::SeqCst) == generation;
     match result {
-        Ok((status, _)) if !stayed_up => {
+        Ok((status, ..)) if !stayed_up => {
             tally.status(d, status);
-            Outcome::Excused
+            None
         }
-        Ok((status, text)) => {
+        Ok((status, headers, text)) => {
             tally.status(d, status);
             if status == 500 {
                 tally.fail(format!("daemon {d}: {what}: 500 {text}"));
             }
-            Outcome::Answer(status, text)
+            Some((status, headers, text))
         }
         Err(_) if !stayed_up => {
             tally.status(d, 0);
-            Outcome::Excused
+            None
         }
         Err(e) if e.is_timeout() => {
             tally.hung.fetch_add(1, Ordering::SeqCst);
             tally.fail(format!(
                 "daemon {d}: {what}: no answer within {REQUEST_TIMEOUT:?} (hung)"
             ));
-            Outcome::Excused
+            None
         }
         Err(e) => {
             tally.fail(format!("daemon {d}: {what}: {e:?}"));
-            Outcome::Excused
+            None
         }
     }
 }
@@ -430,20 +448,18 @@ impl Worker {
             let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-06-18", "capabilities": {},
                 "clientInfo": {"name": format!("soak-{}", self.n), "version": "0"}}});
-            let Ok(r) = post(init, None).send().await else { return };
-            let Some(id) = r
-                .headers()
+            let Some((status, headers, _)) = exchange(targets, d, tally, "MCP initialize", post(init, None)).await
+            else {
+                return;
+            };
+            let Some(id) = headers
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
                 .map(String::from)
             else {
-                tally.fail(format!(
-                    "daemon {d}: MCP initialize without a session id: {}",
-                    r.status()
-                ));
+                tally.fail(format!("daemon {d}: MCP initialize without a session id: {status}"));
                 return;
             };
-            let _ = r.text().await;
             let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
             send(targets, d, tally, "MCP initialized", post(done, Some(&id))).await;
             tally.mcp_sessions.fetch_add(1, Ordering::SeqCst);
@@ -833,7 +849,7 @@ async fn run(settings: Settings) {
         }
         *target.client.lock().unwrap() = client;
         target.up.store(true, Ordering::SeqCst);
-        tally.restarts.fetch_add(1, Ordering::SeqCst);
+        tally.faults.fetch_add(1, Ordering::SeqCst);
         eprintln!(
             "soak: {:>5.0} s: daemon {RESTARTED} {}; serving after {:?}",
             started.elapsed().as_secs_f64(),
@@ -1016,7 +1032,7 @@ async fn run(settings: Settings) {
         summary,
         "hung requests: {}; faults injected on daemon {RESTARTED}: {}; MCP sessions: {} ({} abandoned); fake GitHub requests: {}",
         tally.hung.load(Ordering::SeqCst),
-        tally.restarts.load(Ordering::SeqCst),
+        tally.faults.load(Ordering::SeqCst),
         tally.mcp_sessions.load(Ordering::SeqCst),
         tally.mcp_abandoned.load(Ordering::SeqCst),
         github.requests()
