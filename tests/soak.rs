@@ -237,18 +237,12 @@ impl Tally {
     }
 }
 
-/// xorshift64*: the load's choices, reproducible per worker.
-struct Rng(u64);
+/// The load's choices, reproducible per worker.
+struct Rng(fastrand::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.u64(..n)
     }
     /// Skewed towards small numbers: some keys are hot, most are cold.
     fn key(&mut self) -> u64 {
@@ -690,7 +684,7 @@ async fn run(settings: Settings) {
         load.push(tokio::spawn(async move {
             let mut w = Worker {
                 n,
-                rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1)),
+                rng: Rng(fastrand::Rng::with_seed(n as u64 + 1)),
                 sessions: HashMap::new(),
             };
             let mut next = Instant::now();
