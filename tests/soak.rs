@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::node::{wait_mesh, Node};
+use common::node::{proc_figures, wait_mesh, Node};
 use common::FakeGithub;
 
 /// A request without an answer after this long is hung.
@@ -539,35 +539,36 @@ fn tcp_remote_ports(pid: u32) -> HashMap<u64, u16> {
     map
 }
 
-fn read_proc(pid: u32, upstream_port: u16) -> Option<ProcSample> {
+/// TCP connections of `pid` to `port` (the daemon's upstream pool).
+fn connections_to(pid: u32, port: u16) -> u64 {
     let ports = tcp_remote_ports(pid);
-    let mut fds = 0;
-    let mut upstream = 0;
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
-        fds += 1;
-        let target = std::fs::read_link(fd.path()).unwrap_or_default();
-        let inode = target
-            .to_str()
-            .and_then(|t| t.strip_prefix("socket:["))
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse::<u64>().ok());
-        if inode.and_then(|i| ports.get(&i)) == Some(&upstream_port) {
-            upstream += 1;
-        }
-    }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
     };
-    Some(ProcSample {
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()?;
+            ports.get(&inode).copied()
+        })
+        .filter(|p| *p == port)
+        .count() as u64
+}
+
+/// None once the process is gone.
+fn read_proc(pid: u32, upstream_port: u16) -> Option<ProcSample> {
+    let [fds, threads, rss_kib] = proc_figures(pid).map(|v| v as u64);
+    (threads > 0).then(|| ProcSample {
         fds,
-        upstream,
-        threads: field("Threads:")?,
-        rss_kib: field("VmRSS:")?,
+        // Read a moment apart from `fds`: never more than it.
+        upstream: connections_to(pid, upstream_port).min(fds),
+        threads,
+        rss_kib,
     })
 }
 
