@@ -738,16 +738,12 @@ mod tests {
         let mut big = sample();
         big.body = Bytes::from(vec![b'x'; 1000]);
         let one = (key(0).as_str().len() + encode_record(&big).len()) as u64;
+        let by_bytes = Bounds {
+            max_entries: 100,
+            max_bytes: one * 10,
+        };
         {
-            let (store, _) = Store::open(
-                &path,
-                Bounds {
-                    max_entries: 100,
-                    max_bytes: one * 10,
-                },
-                &|_| true,
-            )
-            .unwrap();
+            let (store, _) = Store::open(&path, by_bytes, &|_| true).unwrap();
             for i in 0..20 {
                 let mut e = big.clone();
                 e.fetched_unix_ms += i as u64;
@@ -756,15 +752,7 @@ mod tests {
             rt.block_on(store.close());
         }
         // Within the byte bound: at most 10 records of this size.
-        let (store, loaded) = Store::open(
-            &path,
-            Bounds {
-                max_entries: 100,
-                max_bytes: one * 10,
-            },
-            &|_| true,
-        )
-        .unwrap();
+        let (store, loaded) = Store::open(&path, by_bytes, &|_| true).unwrap();
         assert!(loaded.len() <= 10 && loaded.len() >= 8, "{}", loaded.len());
         // The newest were kept.
         assert!(loaded.iter().any(|(k, _)| *k == key(19)));
