@@ -40,7 +40,12 @@ Flags (each also a key of the --config TOML file, e.g. github_api_url):
   --listen ADDR            HTTP address [127.0.0.1:9000]
   --data-dir DIR           store directory [$STATE_DIRECTORY, $XDG_STATE_HOME/ghcache, ~/.local/state/ghcache]
   --github-api-url URL     GitHub REST root [https://api.github.com]
-  --mcp-token TOKEN        require `Authorization: Bearer TOKEN` (also GHCACHE_MCP_TOKEN)
+  --mcp-token-file FILE    require `Authorization: Bearer <the file's token>` on /mcp, /jsonrpc, /github
+                           (also GHCACHE_MCP_TOKEN, or the systemd credential `mcp-token`)
+  --mcp-token TOKEN        the same token on the command line (visible in ps; prefer the file)
+  --allow-no-token         listen beyond loopback without a token (refused otherwise)
+  --metrics-require-token  /metrics requires the token too
+  --allowed-hosts H[,H]    extra accepted Host names (loopback listeners accept this machine's names)
   --no-p2p                 local-only: no P2P node
   --p2p-listen MULTIADDR   P2P address [/ip4/0.0.0.0/tcp/9100]
   --bootstrap MULTIADDR    a peer to dial (repeatable), e.g. /ip4/10.0.0.2/tcp/9100
@@ -64,6 +69,7 @@ mod daemon {
 
     /// Runs the daemon; returns the exit code.
     pub fn main(args: Vec<String>) -> i32 {
+        let token_on_argv = args.iter().any(|a| a == "--mcp-token" || a.starts_with("--mcp-token="));
         let mut config = match Config::from_args(args) {
             Ok(c) => c,
             Err(e) => {
@@ -71,11 +77,17 @@ mod daemon {
                 return 2;
             }
         };
-        if let Err(e) = config.apply_env() {
+        if let Err(e) = config.apply_env().and_then(|()| config.check_exposure()) {
             eprintln!("ghcache: {e}");
             return 2;
         }
         init_logs(config.log_json);
+        if token_on_argv {
+            tracing::warn!(
+                "--mcp-token on the command line is visible to every user of this machine (ps); \
+                 prefer --mcp-token-file, GHCACHE_MCP_TOKEN or a systemd credential named mcp-token"
+            );
+        }
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {

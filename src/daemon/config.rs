@@ -129,8 +129,64 @@ pub struct Config {
     pub max_upstream_body_bytes: usize,
     /// Extra allowed browser origins (exact `scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
+    /// Extra accepted `Host` names (`host` or `host:port`), beside the
+    /// names of this machine when listening on loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Where `mcp_token` is read from (a file; systemd credentials).
+    pub mcp_token_file: Option<PathBuf>,
+    /// Start beyond loopback without `mcp_token` (an open proxy).
+    pub allow_no_token: bool,
+    /// `/metrics` requires the token too.
+    pub metrics_require_token: bool,
+    /// Connection, session, batch and upstream bounds of the HTTP surface.
+    pub limits: HttpLimits,
     /// The cache's settings.
     pub cache: CacheConfig,
+}
+
+/// The HTTP surface's bounds (each refusal is counted on `/metrics` as
+/// `ghcache_http_refused_total{reason}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections, all clients (`max_connections`).
+    pub max_connections: usize,
+    /// Open connections from one IP address (`max_connections_per_client`).
+    pub max_connections_per_client: usize,
+    /// A connection with no request in progress (still sending its headers,
+    /// or idle between requests) is closed after this (`http_idle_timeout_ms`).
+    pub idle_timeout: Duration,
+    /// Most time to receive a request body (`http_body_timeout_ms`).
+    pub body_timeout: Duration,
+    /// Open MCP sessions, all clients (`max_mcp_sessions`).
+    pub max_mcp_sessions: usize,
+    /// Open MCP sessions of one IP address (`max_mcp_sessions_per_client`).
+    pub max_mcp_sessions_per_client: usize,
+    /// An MCP session unused this long is closed (`mcp_session_idle_secs`).
+    pub mcp_session_idle: Duration,
+    /// A session that made no request after `initialize` is closed after
+    /// this (`mcp_session_init_secs`).
+    pub mcp_session_init: Duration,
+    /// Calls in one JSON-RPC batch (`max_batch`).
+    pub max_batch: usize,
+    /// GitHub requests one HTTP request may cause (`max_upstream_per_request`).
+    pub max_upstream_per_request: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            max_connections_per_client: 256,
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_mcp_sessions: 1000,
+            max_mcp_sessions_per_client: 100,
+            mcp_session_idle: Duration::from_secs(300),
+            mcp_session_init: Duration::from_secs(30),
+            max_batch: 100,
+            max_upstream_per_request: 50,
+        }
+    }
 }
 
 impl Default for Config {
@@ -157,6 +213,11 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_upstream_body_bytes: 32 << 20,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            mcp_token_file: None,
+            allow_no_token: false,
+            metrics_require_token: false,
+            limits: HttpLimits::default(),
             cache: CacheConfig::default(),
         }
     }
@@ -261,17 +322,39 @@ impl Config {
             }
             "github_api_url" => {
                 let s = raw.string(key)?;
-                let ok = (s.starts_with("http://") || s.starts_with("https://"))
-                    && s.len() > "https://".len()
-                    && !s.contains(['?', '#', ' ']);
-                if !ok {
-                    return Err(bad(
-                        key,
-                        format!("expected an http(s) URL like https://api.github.com, got {s:?}"),
-                    ));
-                }
-                self.github_api_url = s.trim_end_matches('/').to_string();
+                let base = super::api_base::ApiBase::parse(&s).map_err(|e| bad(key, e))?;
+                self.github_api_url = base.as_str().to_string();
             }
+            "mcp_token_file" => {
+                let s = raw.string(key)?;
+                if s.is_empty() {
+                    return Err(bad(key, "must not be empty"));
+                }
+                self.mcp_token_file = Some(PathBuf::from(s));
+            }
+            "allow_no_token" => self.allow_no_token = raw.boolean(key)?,
+            "metrics_require_token" => self.metrics_require_token = raw.boolean(key)?,
+            "allowed_hosts" => {
+                let list = raw.strings(key)?;
+                if let Some(h) = list.iter().find(|h| !valid_authority(h)) {
+                    return Err(bad(key, format!("{h:?} is not a host or host:port")));
+                }
+                self.allowed_hosts = list.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+            }
+            "max_connections" => self.limits.max_connections = raw.uint(key, 1, 1 << 20)? as usize,
+            "max_connections_per_client" => {
+                self.limits.max_connections_per_client = raw.uint(key, 1, 1 << 20)? as usize
+            }
+            "http_idle_timeout_ms" => self.limits.idle_timeout = Duration::from_millis(raw.uint(key, 100, 3_600_000)?),
+            "http_body_timeout_ms" => self.limits.body_timeout = Duration::from_millis(raw.uint(key, 100, 3_600_000)?),
+            "max_mcp_sessions" => self.limits.max_mcp_sessions = raw.uint(key, 1, 1 << 20)? as usize,
+            "max_mcp_sessions_per_client" => {
+                self.limits.max_mcp_sessions_per_client = raw.uint(key, 1, 1 << 20)? as usize
+            }
+            "mcp_session_idle_secs" => self.limits.mcp_session_idle = Duration::from_secs(raw.uint(key, 1, 86_400)?),
+            "mcp_session_init_secs" => self.limits.mcp_session_init = Duration::from_secs(raw.uint(key, 1, 86_400)?),
+            "max_batch" => self.limits.max_batch = raw.uint(key, 1, 100_000)? as usize,
+            "max_upstream_per_request" => self.limits.max_upstream_per_request = raw.uint(key, 1, 100_000)? as u32,
             "mcp_token" => {
                 let s = raw.string(key)?;
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -395,7 +478,9 @@ impl Config {
             };
             let key = name.replace('-', "_");
             match key.as_str() {
-                "no_p2p" | "log_json" | "no_store" => pairs.push((key, inline)),
+                "no_p2p" | "log_json" | "no_store" | "allow_no_token" | "metrics_require_token" => {
+                    pairs.push((key, inline))
+                }
                 _ => {
                     let value = match inline {
                         Some(v) => v,
@@ -421,6 +506,8 @@ impl Config {
                 ("no_p2p", None) => config.p2p = false,
                 ("no_store", None) => config.store = false,
                 ("log_json", None) => config.log_json = true,
+                ("allow_no_token", None) => config.allow_no_token = true,
+                ("metrics_require_token", None) => config.metrics_require_token = true,
                 ("no_p2p" | "no_store", Some(_)) => return Err(bad(key, "takes no value")),
                 (key, Some(v)) => config.set(key, Raw::Text(v))?,
                 (key, None) => return Err(bad(key, "missing value")),
@@ -429,11 +516,30 @@ impl Config {
         Ok(config)
     }
 
-    /// Fills in secrets from the environment: `GHCACHE_MCP_TOKEN`, and the
-    /// GitHub token from `GITHUB_TOKEN`, `GH_TOKEN`, else `gh auth token`.
+    /// Fills in secrets from the environment and files: the MCP token from
+    /// `mcp_token_file`, else `GHCACHE_MCP_TOKEN`, else the systemd
+    /// credential `mcp-token` (`$CREDENTIALS_DIRECTORY/mcp-token`), else the
+    /// `--mcp-token` flag; the GitHub token from `GITHUB_TOKEN`, `GH_TOKEN`,
+    /// else `gh auth token`.
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
-        if let Some(t) = std::env::var("GHCACHE_MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join("mcp-token"))
+            .filter(|p| p.exists());
+        if let Some(path) = self.mcp_token_file.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad("mcp_token_file", format!("cannot read {}: {e}", path.display())))?;
+            self.set("mcp_token", Raw::Text(text.trim_end_matches(['\n', '\r'])))
+                .map_err(|e| bad("mcp_token_file", format!("{}: {}", path.display(), e.0)))?;
+        } else if let Some(t) = std::env::var("GHCACHE_MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
             self.set("mcp_token", Raw::Text(&t))?;
+        } else if let (None, Some(path)) = (&self.mcp_token.0, credential) {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(
+                    "mcp_token",
+                    format!("cannot read the credential {}: {e}", path.display()),
+                )
+            })?;
+            self.set("mcp_token", Raw::Text(text.trim_end_matches(['\n', '\r'])))?;
         }
         if let Some(k) = std::env::var("GHCACHE_SWARM_KEY").ok().filter(|t| !t.trim().is_empty()) {
             self.swarm_key = Secret(Some(k));
@@ -452,10 +558,36 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses settings that would expose the daemon's GitHub token: an
+    /// HTTP listener beyond loopback with no `mcp_token` is an open proxy
+    /// to GitHub for anyone who reaches it, unless `allow_no_token` says the
+    /// operator protects it otherwise (a firewall, a trusted network).
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.mcp_token.0.is_none() && !self.allow_no_token {
+            return Err(ConfigError(format!(
+                "refusing to listen on {} (beyond loopback) without a token: anyone who can reach it could read GitHub \
+                 with this daemon's GitHub token. Set --mcp-token-file FILE (or GHCACHE_MCP_TOKEN), or pass \
+                 --allow-no-token if something else guards this address",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
     /// The path of the store file.
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("cache.redb")
     }
+}
+
+/// `host` or `host:port` with a DNS name, IPv4 or bracketed IPv6 host and
+/// nothing else (no user information, path or spaces).
+pub fn valid_authority(text: &str) -> bool {
+    !text.is_empty()
+        && !text.contains('@')
+        && text
+            .parse::<axum::http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == text && !a.host().is_empty())
 }
 
 fn env_token(name: &str) -> Option<String> {

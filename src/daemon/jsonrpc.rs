@@ -1,4 +1,4 @@
-//! `POST /jsonrpc`: plain JSON-RPC 2.0, compatible with the seed system.
+//! `POST /jsonrpc`: plain JSON-RPC 2.0 for clients without an MCP library.
 //!
 //! `tools/call` answers the tool's result object itself (not MCP content),
 //! so `jq .result.peer_id` works on `gh_get_cache_stats`. Also accepted:
@@ -160,6 +160,15 @@ pub async fn handle_jsonrpc_bytes(app: &App, bytes: &[u8]) -> Option<Value> {
     match decode(bytes) {
         Body::Invalid(e) => Some(error_response(Value::Null, &e)),
         Body::Single(d) => run(app, d).await,
+        Body::Batch(items) if items.len() > app.config.limits.max_batch => {
+            app.metrics.refused(super::metrics::Refusal::BatchSize);
+            let e = invalid_request(&format!(
+                "a batch of {} calls; at most {} are allowed (max_batch)",
+                items.len(),
+                app.config.limits.max_batch
+            ));
+            Some(error_response(Value::Null, &e))
+        }
         Body::Batch(items) => {
             let answers = futures_util::future::join_all(items.into_iter().map(|d| run(app, d))).await;
             let answers: Vec<Value> = answers.into_iter().flatten().collect();

@@ -81,7 +81,9 @@ impl ServerHandler for McpHandler {
         let arguments = request.arguments.map(Value::Object);
         let call = ToolCall::parse(&request.name, arguments.as_ref())
             .map_err(|e| ErrorData::new(ErrorCode(e.code as i32), e.message, e.data))?;
-        let result = match self.app.call(call).await {
+        // One tool call, one upstream budget (`max_upstream_per_request`).
+        let max = self.app.config.limits.max_upstream_per_request;
+        let result = match super::budget::scope(max, self.app.call(call)).await {
             Ok(value) => CallToolResult::structured(value),
             Err(e) if e.code == -32000 => {
                 let mut value = e.data.unwrap_or(Value::Null);

@@ -26,6 +26,72 @@ const MODES: [CacheMode; 6] = [
 /// Status classes of upstream answers, as labels.
 const STATUS_LABELS: [&str; 7] = ["200", "2xx", "304", "404", "4xx", "5xx", "error"];
 
+/// Why the HTTP surface refused or cut a request or connection: the
+/// `reason` label of `ghcache_http_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` reached (503).
+    Connections,
+    /// `max_connections_per_client` reached (429).
+    ConnectionsPerClient,
+    /// No complete request headers within `http_idle_timeout_ms`
+    /// (connection closed).
+    IdleTimeout,
+    /// The body did not arrive within `http_body_timeout_ms` (408).
+    BodyTimeout,
+    /// The body is over `max_body_bytes` (413).
+    BodyTooLarge,
+    /// `Host` not allowed (403).
+    Host,
+    /// `Origin` not allowed (403).
+    Origin,
+    /// Missing or wrong bearer token (401).
+    Token,
+    /// `max_mcp_sessions` reached (503).
+    McpSessions,
+    /// `max_mcp_sessions_per_client` reached (429).
+    McpSessionsPerClient,
+    /// A JSON-RPC batch over `max_batch` calls.
+    BatchSize,
+    /// A read beyond `max_upstream_per_request` GitHub requests.
+    UpstreamBudget,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 12] = [
+        Refusal::Connections,
+        Refusal::ConnectionsPerClient,
+        Refusal::IdleTimeout,
+        Refusal::BodyTimeout,
+        Refusal::BodyTooLarge,
+        Refusal::Host,
+        Refusal::Origin,
+        Refusal::Token,
+        Refusal::McpSessions,
+        Refusal::McpSessionsPerClient,
+        Refusal::BatchSize,
+        Refusal::UpstreamBudget,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::ConnectionsPerClient => "connections_per_client",
+            Refusal::IdleTimeout => "idle_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::Host => "host",
+            Refusal::Origin => "origin",
+            Refusal::Token => "token",
+            Refusal::McpSessions => "mcp_sessions",
+            Refusal::McpSessionsPerClient => "mcp_sessions_per_client",
+            Refusal::BatchSize => "batch_size",
+            Refusal::UpstreamBudget => "upstream_budget",
+        }
+    }
+}
+
 fn mode_index(mode: CacheMode) -> usize {
     MODES.iter().position(|m| *m == mode).unwrap_or(0)
 }
@@ -37,6 +103,11 @@ pub struct Metrics {
     served_errors: AtomicU64,
     upstream: [AtomicU64; 7],
     upstream_skipped: AtomicU64,
+    refused: [AtomicU64; 12],
+    /// HTTP connections open now.
+    pub connections: AtomicU64,
+    /// MCP sessions open now.
+    pub mcp_sessions: AtomicU64,
 }
 
 impl Metrics {
@@ -67,6 +138,18 @@ impl Metrics {
     /// A request not sent because the quota is spent.
     pub fn upstream_skipped_rate_limited(&self) {
         self.upstream_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A refusal of the HTTP surface.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals so far for `why`.
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].load(Ordering::Relaxed)
     }
 
     /// Upstream exchanges so far, all statuses.
@@ -180,6 +263,16 @@ impl Metrics {
         gauge("max_entries", "Entry bound.", stats.max_entries);
         gauge("max_bytes", "Byte bound.", stats.max_bytes);
         gauge("in_flight", "Fetches in progress.", stats.in_flight);
+        gauge(
+            "http_connections",
+            "HTTP connections open.",
+            self.connections.load(Ordering::Relaxed),
+        );
+        gauge(
+            "mcp_sessions",
+            "MCP sessions open.",
+            self.mcp_sessions.load(Ordering::Relaxed),
+        );
         if let Some(s) = store {
             gauge(
                 "store_degraded",
@@ -232,6 +325,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "ghcache_upstream_requests_total{{status=\"{label}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ghcache_http_refused_total Requests and connections refused or cut by a limit or check, by reason.\n# TYPE ghcache_http_refused_total counter"
+        );
+        for (why, value) in Refusal::ALL.iter().zip(&self.refused) {
+            let _ = writeln!(
+                out,
+                "ghcache_http_refused_total{{reason=\"{}\"}} {}",
+                why.as_str(),
                 value.load(Ordering::Relaxed)
             );
         }

@@ -22,20 +22,27 @@
 //! - [`config`]: flags, TOML, environment.
 //! - [`upstream`]: the GitHub client.
 //! - [`tools`]: the tools, shared by [`mcp`] and [`jsonrpc`].
-//! - [`http`]: the axum router: `/mcp`, `/jsonrpc`, `/github/*`, `/metrics`,
-//!   `/healthz`, with Origin, token and body-size checks.
+//! - [`http`]: the HTTP surface: `/mcp`, `/jsonrpc`, `/github/*`,
+//!   `/metrics`, `/healthz`, with Host, Origin, token, body, connection and
+//!   session bounds.
+//! - [`api_base`]: the GitHub API root; every upstream URL is made or
+//!   checked there.
+//! - [`budget`]: how many GitHub requests one HTTP request may cause.
 //! - [`store`]: the redb store, write-behind.
 //! - [`metrics`]: counters and Prometheus text.
 //! - [`p2p`]: the libp2p node: a key's owner among the peers is asked
 //!   before GitHub, in the leader's path only (see [`App::read`]).
 //! - [`shutdown`]: signals and sd_notify.
 
+pub mod api_base;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
 pub mod p2p;
+pub mod private_fs;
 pub mod shutdown;
 pub mod store;
 pub mod tools;
@@ -148,6 +155,8 @@ pub struct App {
     pub p2p: tokio::sync::watch::Sender<Option<p2p::Client>>,
     /// P2P counters.
     pub p2p_metrics: Arc<p2p::P2pMetrics>,
+    /// Which `Host` names the HTTP surface accepts.
+    pub hosts: http::guard::HostPolicy,
     started: Instant,
 }
 
@@ -219,6 +228,7 @@ impl App {
         } else {
             None
         };
+        let hosts = http::guard::HostPolicy::new(config.listen.ip().is_loopback(), &config.allowed_hosts);
         Ok(App {
             cache,
             clock,
@@ -228,6 +238,7 @@ impl App {
             config,
             p2p: tokio::sync::watch::Sender::new(None),
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
+            hosts,
             started: Instant::now(),
         })
     }
@@ -310,6 +321,18 @@ impl App {
                 }
                 Begin::Lead(leader) => {
                     let stale = leader.stale().cloned();
+                    // The budget is charged before the flight is led, so a
+                    // refused read leaves the flight to another caller.
+                    let needed = Upstream::requests_needed(req);
+                    if let Err(left) = budget::charge(needed) {
+                        drop(leader);
+                        self.metrics.refused(metrics::Refusal::UpstreamBudget);
+                        let max = self.config.limits.max_upstream_per_request;
+                        return match stale {
+                            Some(stale) => Ok(self.serve_stale(key, stale)),
+                            None => Err(FetchFailed::new(UpstreamError::over_budget(needed, left, max))),
+                        };
+                    }
                     let from_peer = if peers { self.ask_owner(key, req).await } else { None };
                     let fetched = match from_peer {
                         Some(entry) => Ok(Fetched { entry, via: Via::Peer }),
@@ -674,15 +697,14 @@ pub async fn spawn(app: App) -> Result<Running, String> {
     let app = Arc::new(app);
     let mcp_cancel = CancellationToken::new();
     let router = http::router(app.clone(), mcp_cancel.clone());
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve::serve(
+        listener,
+        router,
+        app.config.limits.clone(),
+        app.metrics.clone(),
+        stopped,
+    ));
     tracing::info!(%addr, github = %app.config.github_api_url, "ghcache daemon listening");
     Ok(Running {
         addr,

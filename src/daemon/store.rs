@@ -301,9 +301,8 @@ impl Store {
         bounds: Bounds,
         keep: &dyn Fn(&StoredEntry) -> bool,
     ) -> Result<(Store, Vec<(CacheKey, StoredEntry)>), OpenError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| OpenError(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        super::private_fs::create_file(path)
+            .map_err(|e| OpenError(format!("cannot create {}: {e}", path.display())))?;
         let db = Database::create(path).map_err(|e| OpenError(format!("cannot open store {}: {e}", path.display())))?;
         let stats = Arc::new(StoreStats::default());
         let (loaded, bytes) = load(&db, &stats, bounds, keep)
@@ -526,9 +525,7 @@ impl Writer {
 /// Opens (or creates) the database at `path` for the writer, and counts the
 /// bytes it holds.
 fn open_db(path: &Path) -> Result<(Database, u64), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    super::private_fs::create_file(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let db = Database::create(path).map_err(|e| format!("cannot open store {}: {e}", path.display()))?;
     let bytes = (|| -> StoreResult<u64> {
         let read = db.begin_read()?;

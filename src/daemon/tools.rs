@@ -242,26 +242,12 @@ fn state_arg(args: &Args<'_>) -> Result<Option<String>, RpcError> {
     }
 }
 
-/// Checks and normalises a GitHub API path: leading `/`, no `..`, no query,
-/// no scheme, printable ASCII.
+/// Checks a GitHub API path (see [`ApiPath`](super::api_base::ApiPath)):
+/// the one rule for every path a client gives, in the proxy and every tool.
 pub fn clean_path(path: &str) -> Result<String, RpcError> {
-    let path = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
-    };
-    let ok = path.len() <= 1024
-        && path.bytes().all(|b| b.is_ascii_graphic())
-        && !path.contains(['?', '#', '\\'])
-        && !path.contains("//")
-        && !path.split('/').any(|seg| seg == ".." || seg == ".");
-    if ok {
-        Ok(path)
-    } else {
-        Err(RpcError::invalid_params(format!(
-            "`path` must be a GitHub API path like /repos/o/r, got {path:?}"
-        )))
-    }
+    super::api_base::ApiPath::parse(path)
+        .map(|p| p.as_str().to_string())
+        .map_err(|e| RpcError::invalid_params(format!("`path` must be a GitHub API path like /repos/o/r: {e}")))
 }
 
 /// The key and request of an arbitrary GET (`gh_api`, the reverse proxy):

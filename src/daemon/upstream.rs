@@ -25,8 +25,17 @@
 //!   requested number of items is collected; a multi-page answer is stored
 //!   without an ETag (one page's tag does not vouch for the others).
 //!
+//! - **Confinement**: every URL is made or checked by
+//!   [`ApiBase`](super::api_base::ApiBase): the paths clients give, the
+//!   `next` links GitHub gives, and redirects (followed only when they stay
+//!   under the configured root; otherwise the 3xx is the answer, with its
+//!   `Location`, and nothing is cached).
+//! - **Checked bodies**, again: a 2xx answer that is not JSON (GitHub was
+//!   asked for `application/vnd.github+json`) is [`ErrorKind::Invalid`].
+//!
 //! The token goes into the `Authorization` header and nowhere else: it is
-//! never logged, and errors carry the URL path but no headers.
+//! never logged, never sent to a URL that failed the checks above, and
+//! errors carry the URL path but no headers.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
@@ -35,6 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use super::api_base::{ApiBase, ApiPath};
 use super::config::Config;
 use super::metrics::Metrics;
 use crate::core::{Api, Cache, CacheKey, ETag, Entry, FetchFailed, Fetched, Origin, Via};
@@ -89,8 +99,14 @@ pub enum ErrorKind {
     /// Timeout, connection refused or reset, a body cut short.
     Transport,
     /// GitHub answered, but unusably: a body above the limit, or a 2xx
-    /// JSON answer that does not parse. Not retried.
+    /// answer that is not JSON. Not retried.
     Invalid,
+    /// The URL would leave the API root (a client's path, GitHub's `next`
+    /// link): nothing was sent.
+    Refused,
+    /// The HTTP request that asked has spent its upstream budget
+    /// (`max_upstream_per_request`): nothing was sent.
+    OverBudget,
 }
 
 /// A failed GitHub read: what went wrong, and GitHub's own answer if any.
@@ -102,6 +118,9 @@ pub struct UpstreamError {
     pub body: Bytes,
     /// Human-readable summary (no headers, no token).
     pub message: String,
+    /// A redirect's `Location` that was not followed (it leaves the API
+    /// root); passed back to a proxy client unchanged.
+    pub location: Option<String>,
 }
 
 impl UpstreamError {
@@ -111,6 +130,8 @@ impl UpstreamError {
         match self.kind {
             ErrorKind::RateLimited { .. } | ErrorKind::Transport | ErrorKind::Invalid => true,
             ErrorKind::Status(s) => s >= 500 || s == 429,
+            ErrorKind::Refused => false,
+            ErrorKind::OverBudget => true,
         }
     }
 
@@ -120,6 +141,8 @@ impl UpstreamError {
             ErrorKind::RateLimited { .. } => 403,
             ErrorKind::Status(s) => s,
             ErrorKind::Transport | ErrorKind::Invalid => 502,
+            ErrorKind::Refused => 400,
+            ErrorKind::OverBudget => 429,
         }
     }
 }
@@ -231,7 +254,7 @@ pub fn unix_now() -> u64 {
 /// The GitHub client (see the module docs).
 pub struct Upstream {
     client: reqwest::Client,
-    base: String,
+    base: ApiBase,
     token: Option<String>,
     permits: Semaphore,
     retries: u32,
@@ -255,6 +278,7 @@ struct Answer {
     status: u16,
     etag: Option<ETag>,
     next: Option<String>,
+    location: Option<String>,
     body: Bytes,
 }
 
@@ -264,16 +288,27 @@ impl Upstream {
         // reqwest is built without a default crypto provider (no aws-lc):
         // use ring. Installing twice is harmless (the first one wins).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let base = ApiBase::parse(&config.github_api_url).map_err(|e| format!("invalid github_api_url: {e}"))?;
+        // Redirects are followed only under the API root (at most 3 hops);
+        // any other stops, and the 3xx itself is the answer.
+        let root = base.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() < 3 && root.check_parsed(attempt.url()).is_ok() {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let client = reqwest::Client::builder()
             .user_agent(concat!("ghcache/", env!("CARGO_PKG_VERSION")))
             .timeout(config.upstream_timeout)
             .connect_timeout(config.upstream_timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirects)
             .build()
             .map_err(|e| format!("cannot build the GitHub client: {e}"))?;
         Ok(Upstream {
             client,
-            base: config.github_api_url.clone(),
+            base,
             token: config.github_token.0.clone(),
             permits: Semaphore::new(config.max_concurrent_upstream),
             retries: config.upstream_retries,
@@ -282,6 +317,20 @@ impl Upstream {
             rate: RateLimit::new(),
             metrics,
         })
+    }
+
+    /// The API root.
+    pub fn base(&self) -> &ApiBase {
+        &self.base
+    }
+
+    /// How many upstream requests a fetch of `req` may make (one per page;
+    /// retries aside), for the per-request budget.
+    pub fn requests_needed(req: &Request) -> u32 {
+        match (req.shape, req.limit) {
+            (Shape::Single, _) | (_, None) => 1,
+            (_, Some(limit)) => limit.div_ceil(limit.clamp(1, 100)).max(1) as u32,
+        }
     }
 
     /// Is a token configured?
@@ -306,15 +355,13 @@ impl Upstream {
             (Shape::Single, _) | (_, None) => None,
             (_, Some(limit)) => Some(limit.clamp(1, 100)),
         };
-        let mut url = format!("{}{}", self.base, req.path);
         let mut query = req.query.clone();
         if let Some(n) = per_page {
             query.push(("per_page".into(), n.to_string()));
         }
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(&encode_query(&query));
-        }
+        let url = ApiPath::parse(&req.path)
+            .and_then(|path| self.base.url_for(&path, &query))
+            .map_err(|e| FetchFailed::new(refused(e.to_string())))?;
         let multi_page = matches!(req.limit, Some(limit) if per_page.is_some_and(|p| limit > p));
         let etag = if multi_page {
             None
@@ -322,7 +369,7 @@ impl Upstream {
             stale.and_then(|e| e.etag.clone())
         };
 
-        let first = self.send(&url, etag.as_ref()).await.map_err(FetchFailed::new)?;
+        let first = self.send(url, etag.as_ref()).await.map_err(FetchFailed::new)?;
         if first.status == 304 {
             if let Some(stale) = stale {
                 return Ok(Fetched {
@@ -350,15 +397,18 @@ impl Upstream {
         let mut next = first.next;
         while items.len() < limit {
             let Some(page_url) = next.take() else { break };
-            if !page_url.starts_with(&self.base) {
-                break; // never follow a link off the configured API
-            }
-            let page = self.send(&page_url, None).await.map_err(FetchFailed::new)?;
+            // Never follow a link off the API root: the token would go with it.
+            let page_url = self
+                .base
+                .check(&page_url)
+                .map_err(|e| FetchFailed::new(refused(format!("GitHub's next link for {} refused: {e}", req.path))))?;
+            let page = self.send(page_url, None).await.map_err(FetchFailed::new)?;
             if !(200..300).contains(&page.status) {
                 return Err(FetchFailed::new(UpstreamError {
                     kind: ErrorKind::Status(page.status),
                     message: format!("GitHub answered {} on a later page of {}", page.status, req.path),
                     body: page.body,
+                    location: None,
                 }));
             }
             items.extend(items_of(req.shape, &page.body).map_err(|m| FetchFailed::new(transport(m)))?);
@@ -386,8 +436,8 @@ impl Upstream {
 
     /// One GET with retries. Answers with a cacheable status (2xx, 304,
     /// 404, 410, other 4xx except auth and rate-limit ones) or fails.
-    async fn send(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
-        let path = url.strip_prefix(&self.base).unwrap_or(url).to_string();
+    async fn send(&self, url: url::Url, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+        let path = self.base.relative(&url).to_string();
         let mut attempt = 0;
         // Asking for the rate limit itself costs no quota: never gated.
         let free = path.starts_with("/rate_limit");
@@ -398,9 +448,10 @@ impl Upstream {
                     kind: ErrorKind::RateLimited { reset },
                     body: Bytes::new(),
                     message: format!("GitHub rate limit exhausted until {reset} (unix); no request sent for {path}"),
+                    location: None,
                 });
             }
-            let result = self.send_once(url, etag).await;
+            let result = self.send_once(url.clone(), etag).await;
             let retryable = match &result {
                 Ok(a) => a.status >= 500,
                 Err(e) => e.kind == ErrorKind::Transport,
@@ -425,12 +476,22 @@ impl Upstream {
                             kind,
                             message,
                             body: a.body,
+                            location: None,
                         })
                     }
                     Ok(a) if a.status >= 500 || a.status == 401 => Err(UpstreamError {
                         kind: ErrorKind::Status(a.status),
                         message: format!("GitHub answered {} for {path}", a.status),
                         body: a.body,
+                        location: None,
+                    }),
+                    // A redirect the client policy did not follow (it leaves
+                    // the API root): the answer as it is, never cached.
+                    Ok(a) if (300..400).contains(&a.status) && a.status != 304 => Err(UpstreamError {
+                        kind: ErrorKind::Status(a.status),
+                        message: format!("GitHub redirected {path} outside the API root; not followed"),
+                        body: a.body,
+                        location: a.location,
                     }),
                     other => other,
                 };
@@ -442,7 +503,8 @@ impl Upstream {
         }
     }
 
-    async fn send_once(&self, url: &str, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+    async fn send_once(&self, url: url::Url, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+        let path = self.base.relative(&url).to_string();
         let _permit = self
             .permits
             .acquire()
@@ -477,9 +539,8 @@ impl Upstream {
         };
         let etag = header("etag").and_then(|t| ETag::new(&t));
         let next = header("link").and_then(|l| next_link(&l));
+        let location = header("location");
         let content_type = header("content-type");
-        let path = url.strip_prefix(&self.base).unwrap_or(url);
-        let path = path.split('?').next().unwrap_or_default().to_string();
         let body = match read_body(response, self.max_body, &path).await {
             Ok(b) => b,
             Err(e) => {
@@ -488,19 +549,35 @@ impl Upstream {
             }
         };
         self.metrics.upstream_response(Some(status));
-        if (200..300).contains(&status) && claims_json(content_type.as_deref()) {
+        if (200..300).contains(&status) && !(status == 204 && body.is_empty()) {
+            let invalid = |message: String| UpstreamError {
+                kind: ErrorKind::Invalid,
+                body: Bytes::new(),
+                message,
+                location: None,
+            };
+            if !claims_json(content_type.as_deref()) {
+                return Err(invalid(format!(
+                    "GitHub answered {path} with {}, not JSON (status {status})",
+                    content_type
+                        .as_deref()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                )));
+            }
             if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                return Err(UpstreamError {
-                    kind: ErrorKind::Invalid,
-                    body: Bytes::new(),
-                    message: format!("GitHub sent invalid JSON for {path} (status {status}): {e}"),
-                });
+                return Err(invalid(format!(
+                    "GitHub sent invalid JSON for {path} (status {status}): {e}"
+                )));
             }
         }
         Ok(Answer {
             status,
             etag,
             next,
+            location,
             body,
         })
     }
@@ -510,6 +587,7 @@ impl Upstream {
 async fn read_body(mut response: reqwest::Response, limit: usize, path: &str) -> Result<Bytes, UpstreamError> {
     let too_large = |size: String| UpstreamError {
         kind: ErrorKind::Invalid,
+        location: None,
         body: Bytes::new(),
         message: format!(
             "GitHub's answer for {path} is too large ({size} bytes; the limit is {limit}, max_upstream_body_bytes)"
@@ -548,6 +626,32 @@ fn transport(message: String) -> UpstreamError {
         kind: ErrorKind::Transport,
         body: Bytes::new(),
         message,
+        location: None,
+    }
+}
+
+impl UpstreamError {
+    /// The error of a read refused by the per-request budget.
+    pub fn over_budget(needed: u32, left: u32, max: u32) -> UpstreamError {
+        UpstreamError {
+            kind: ErrorKind::OverBudget,
+            body: Bytes::new(),
+            message: format!(
+                "this request may cause at most {max} GitHub requests (max_upstream_per_request); \
+                 this read needs {needed} and {left} are left: split the request"
+            ),
+            location: None,
+        }
+    }
+}
+
+/// A URL that failed [`ApiBase`]'s checks: nothing was sent.
+fn refused(message: String) -> UpstreamError {
+    UpstreamError {
+        kind: ErrorKind::Refused,
+        body: Bytes::new(),
+        message,
+        location: None,
     }
 }
 

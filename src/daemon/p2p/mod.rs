@@ -160,7 +160,7 @@ pub fn load_or_create_identity(dir: &Path) -> io::Result<Keypair> {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir)?;
+            crate::daemon::private_fs::create_dir(dir)?;
             let key = Keypair::generate_ed25519();
             let bytes = key
                 .to_protobuf_encoding()
