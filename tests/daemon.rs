@@ -269,10 +269,6 @@ async fn reverse_proxy_answers_like_github() {
     let r = get("/github/missing").await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(gh.requests(), 2);
-    let r = d.client.post(d.url("/github/repos/o/r")).send().await.unwrap();
-    assert_eq!(r.status(), 405);
-    let r = d.client.delete(d.url("/github/repos/o/r")).send().await.unwrap();
-    assert_eq!(r.status(), 405);
 }
 
 #[tokio::test]
@@ -421,7 +417,7 @@ async fn a_cancelled_leader_releases_its_followers() {
     let gh = FakeGithub::start().await;
     let d = Daemon::start(test_config(&gh)).await;
     gh.state.delay_ms.store(400, Ordering::SeqCst);
-    let (key, req) = ghcache::daemon::tools::api_read("/slow", vec![]).unwrap();
+    let (key, req) = ghcache::daemon::tools::api_read("/slow", vec![], &Default::default()).unwrap();
     let app = d.running.app.clone();
     let (k, r) = (key.clone(), req.clone());
     let leader = tokio::spawn(async move { app.read(&k, &r).await });
@@ -485,7 +481,7 @@ async fn slow_github_times_out_and_stale_is_served() {
 }
 
 #[tokio::test]
-async fn proxy_pagination_follows_synthesised_links() {
+async fn proxy_pagination_follows_githubs_links_rewritten_to_the_proxy() {
     let gh = FakeGithub::start().await;
     let d = Daemon::start(test_config(&gh)).await;
     let mut url = Some(d.url("/github/repos/o/r/issues?per_page=100&state=open"));
@@ -498,6 +494,9 @@ async fn proxy_pagination_follows_synthesised_links() {
             .headers()
             .get("link")
             .map(|l| ghcache::daemon::upstream::next_link(l.to_str().unwrap()).unwrap_or_else(|| panic!("{l:?}")));
+        if let Some(next) = &url {
+            assert!(next.starts_with(&d.url("/github/")), "{next}");
+        }
         let page: Vec<Value> = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         items += page.len();
         pages += 1;

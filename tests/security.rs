@@ -219,12 +219,12 @@ async fn next_links_off_the_api_root_are_never_followed() {
     let up = Hostile::start(evil.addr).await;
     let d = Daemon::start(hostile_config(up.base())).await;
     let forms = off_origin_forms(up.addr, evil.addr);
-    for n in 0..forms.len() {
+    for (n, form) in forms.iter().enumerate() {
         let v = d
             .call("gh_list_issues", json!({"repo": format!("o/link{n}"), "limit": 200}))
             .await;
         let error = &v["error"];
-        assert_eq!(error["code"], -32000, "form {n} ({}): {v}", forms[n]);
+        assert_eq!(error["code"], -32000, "form {n} ({form}): {v}");
         assert!(
             error["message"].as_str().unwrap().contains("next link"),
             "form {n}: {v}"

@@ -322,6 +322,13 @@ impl Cache {
         self.each_shard(|shard| shard.invalidate_where(|key| key.has_prefix(prefix)))
     }
 
+    /// Drops every entry whose key names repository `repo` (see
+    /// [`CacheKey::names_repository`]), one shard at a time: the same lock
+    /// path as [`Cache::invalidate_prefix`]. O(entries). Returns how many.
+    pub fn invalidate_repository(&self, repo: &str) -> usize {
+        self.each_shard(|shard| shard.invalidate_where(|key| key.names_repository(repo)))
+    }
+
     /// Drops every entry, one shard at a time. Counters are kept. Returns
     /// how many.
     pub fn clear(&self) -> usize {

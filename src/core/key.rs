@@ -207,10 +207,31 @@ impl CacheKey {
         self.text.starts_with(prefix)
     }
 
+    /// Does this key name repository `repo` (`owner/name`): a `repo`
+    /// parameter equal to it, or a `path` parameter under `/repos/<repo>`?
+    /// GitHub's names are case-insensitive, and so is this.
+    pub fn names_repository(&self, repo: &str) -> bool {
+        key_text_names_repository(&self.text, repo)
+    }
+
     /// The precomputed hash (stable within a process).
     pub(crate) fn hash_value(&self) -> u64 {
         self.hash
     }
+}
+
+/// [`CacheKey::names_repository`] on a key's text (as the store keeps it).
+pub fn key_text_names_repository(text: &str, repo: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    let repo = repo.to_ascii_lowercase();
+    let param_start = |i: usize| i == 0 || matches!(text.as_bytes()[i - 1], b':' | b'&');
+    let found = |needle: &str, ends: &[u8]| {
+        text.match_indices(needle).any(|(i, _)| {
+            let after = text.as_bytes().get(i + needle.len());
+            param_start(i) && after.is_none_or(|b| ends.contains(b))
+        })
+    };
+    found(&format!("repo={repo}"), b"&") || found(&format!("path=/repos/{repo}"), b"&/")
 }
 
 /// A fixed-seed hasher: keys hash the same in every cache of the process.
@@ -357,6 +378,14 @@ mod tests {
 
     #[test]
     fn separators_in_values_cannot_forge_another_key() {
+        let k = |op, params: &[(&str, &str)]| CacheKey::new(op, params.iter().map(|(k, v)| (*k, Some(*v))));
+        assert!(k(Operation::Repo, &[("repo", "O/R")]).names_repository("o/r"));
+        assert!(k(Operation::Issues, &[("limit", "30"), ("path", "/repos/o/r/issues")]).names_repository("o/r"));
+        assert!(k(Operation::Api, &[("path", "/repos/o/r")]).names_repository("o/r"));
+        assert!(!k(Operation::Api, &[("path", "/repos/o/r2")]).names_repository("o/r"));
+        assert!(!k(Operation::Repo, &[("repo", "o/r2")]).names_repository("o/r"));
+        assert!(!k(Operation::Repo, &[("repo", "xo/r")]).names_repository("o/r"));
+        assert!(!k(Operation::Api, &[("path", "/x/repos/o/r")]).names_repository("o/r"));
         let tricky = CacheKey::new(Operation::Api, [("path", Some("/a&q=b"))]);
         let honest = CacheKey::new(Operation::Api, [("path", Some("/a")), ("q", Some("b"))]);
         assert_ne!(tricky, honest);

@@ -43,6 +43,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod p2p;
 pub mod private_fs;
+pub mod response;
 pub mod shutdown;
 pub mod store;
 pub mod tools;
@@ -157,6 +158,9 @@ pub struct App {
     pub p2p_metrics: Arc<p2p::P2pMetrics>,
     /// Which `Host` names the HTTP surface accepts.
     pub hosts: http::guard::HostPolicy,
+    /// The key of the credential partitions' hash (random per process, so
+    /// a partition name says nothing about its token elsewhere).
+    partition_key: ring::hmac::Key,
     started: Instant,
 }
 
@@ -239,8 +243,36 @@ impl App {
             p2p: tokio::sync::watch::Sender::new(None),
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
+            partition_key: {
+                let rng = ring::rand::SystemRandom::new();
+                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+                    .map_err(|_| "cannot draw a random key".to_string())?
+            },
             started: Instant::now(),
         })
+    }
+
+    /// The partition a client's own GitHub token reads in: a keyed hash
+    /// (HMAC-SHA256, 128 bits in hex), never the token.
+    pub fn credential_partition(&self, token: &str) -> String {
+        let tag = ring::hmac::sign(&self.partition_key, token.as_bytes());
+        tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Drops every entry of repository `o/r`, of every tool and every
+    /// credential partition, from memory and the store: what a write to it
+    /// may have changed. Returns how many entries were dropped.
+    pub fn invalidate_repository(&self, repo: &str) -> usize {
+        let dropped = self.cache.invalidate_repository(repo);
+        if let Some(store) = &self.store {
+            store.delete_repository(repo);
+        }
+        tracing::debug!(
+            repo,
+            dropped,
+            "a write through the proxy dropped the repository's entries"
+        );
+        dropped
     }
 
     fn persist(&self, key: &CacheKey, entry: &Entry) {
@@ -282,7 +314,31 @@ impl App {
     /// [`App::read`], with asking peers allowed or not (an owner answering a
     /// peer does not ask further peers: no loops).
     pub async fn read_with(&self, key: &CacheKey, req: &Request, peers: bool) -> Result<Served, FetchFailed> {
-        let result = self.read_inner(key, req, peers).await;
+        self.read_counted(key, req, peers, None).await
+    }
+
+    /// [`App::read`] for a client that asked for a revalidated answer
+    /// (`Cache-Control: no-cache` or `max-age=0`): a cached entry is
+    /// dropped and its ETag sent, so an unchanged answer costs a free 304.
+    pub async fn read_revalidated(&self, key: &CacheKey, req: &Request) -> Result<Served, FetchFailed> {
+        let prior = match self.cache.lookup(key) {
+            crate::core::Lookup::Fresh(e) | crate::core::Lookup::Stale(e) => Some(e),
+            crate::core::Lookup::Miss => None,
+        };
+        if prior.is_some() {
+            self.cache.invalidate(key);
+        }
+        self.read_counted(key, req, true, prior).await
+    }
+
+    async fn read_counted(
+        &self,
+        key: &CacheKey,
+        req: &Request,
+        peers: bool,
+        prior: Option<Arc<Entry>>,
+    ) -> Result<Served, FetchFailed> {
+        let result = self.read_inner(key, req, peers, prior).await;
         match &result {
             Ok(served) => self.metrics.served(served.mode),
             Err(_) => self.metrics.served_error(),
@@ -290,7 +346,15 @@ impl App {
         result
     }
 
-    async fn read_inner(&self, key: &CacheKey, req: &Request, peers: bool) -> Result<Served, FetchFailed> {
+    async fn read_inner(
+        &self,
+        key: &CacheKey,
+        req: &Request,
+        peers: bool,
+        prior: Option<Arc<Entry>>,
+    ) -> Result<Served, FetchFailed> {
+        // Peers share what the daemons' own token reads, as GitHub's JSON.
+        let peers = peers && req.token.is_none() && req.accept.is_none() && req.api_version.is_none();
         loop {
             match self.cache.begin(key) {
                 Begin::Fresh(entry) => {
@@ -320,7 +384,7 @@ impl App {
                     }
                 }
                 Begin::Lead(leader) => {
-                    let stale = leader.stale().cloned();
+                    let stale = leader.stale().cloned().or_else(|| prior.clone());
                     // The budget is charged before the flight is led, so a
                     // refused read leaves the flight to another caller.
                     let needed = Upstream::requests_needed(req);
@@ -340,7 +404,10 @@ impl App {
                     };
                     return match leader.complete(fetched) {
                         Ok(served) => {
-                            self.persist(key, &served.entry);
+                            // A client's own token's answers stay in memory.
+                            if req.token.is_none() {
+                                self.persist(key, &served.entry);
+                            }
                             Ok(served)
                         }
                         Err(e) => match stale {
@@ -371,7 +438,7 @@ impl App {
             path: req.path.clone(),
             query: req.query.clone(),
             shape: match req.shape {
-                upstream::Shape::Single => p2p::wire::WireShape::Single,
+                upstream::Shape::Single | upstream::Shape::Response => p2p::wire::WireShape::Single,
                 upstream::Shape::Array => p2p::wire::WireShape::Array,
                 upstream::Shape::Field("runners") => p2p::wire::WireShape::Runners,
                 upstream::Shape::Field(_) => p2p::wire::WireShape::WorkflowRuns,
@@ -466,6 +533,7 @@ impl App {
                 WireShape::Runners => upstream::Shape::Field("runners"),
             },
             limit: limit.map(|l| l as usize),
+            ..Request::default()
         };
         // The request must be the one its key names (a peer cannot file
         // one path under another's key); the shape follows the operation.
@@ -552,9 +620,14 @@ impl App {
     }
 
     /// The JSON answer of a read tool.
-    fn read_result(&self, served: &Served) -> Value {
-        let data = serde_json::from_slice::<Value>(&served.entry.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&served.entry.body).into_owned()));
+    fn read_result(&self, key: &CacheKey, served: &Served) -> Value {
+        let body = if key.operation() == crate::core::Operation::Api {
+            response::Response::decode(served.entry.status, &served.entry.body).body
+        } else {
+            served.entry.body.clone()
+        };
+        let data = serde_json::from_slice::<Value>(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         json!({
             "cache_mode": served.mode.as_str(),
             "status": served.entry.status,
@@ -609,7 +682,7 @@ impl App {
                     .read(&key, &Request::single("/user"))
                     .await
                     .map_err(|e| self.read_error(&e))?;
-                let mut v = self.read_result(&served);
+                let mut v = self.read_result(&key, &served);
                 v["authenticated"] = json!(served.entry.status == 200);
                 v["token_source"] = json!(source);
                 v["login"] = v["data"]["login"].clone();
@@ -617,7 +690,7 @@ impl App {
             }
             ToolCall::Read(key, req) => {
                 let served = self.read(&key, &req).await.map_err(|e| self.read_error(&e))?;
-                let mut v = self.read_result(&served);
+                let mut v = self.read_result(&key, &served);
                 if key.operation() == crate::core::Operation::RateLimit {
                     v["observed"] = json!(self.upstream.rate_limit());
                 }

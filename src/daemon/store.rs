@@ -206,6 +206,8 @@ pub enum Op {
     Put(CacheKey, StoredEntry),
     /// Remove every record whose key starts with this (empty: all).
     DeletePrefix(String),
+    /// Remove every record whose key names this repository (`o/r`).
+    DeleteRepository(String),
     /// Remove one key.
     Delete(CacheKey),
     /// Commit what came before, then answer.
@@ -366,6 +368,11 @@ impl Store {
     /// Queues removal of every key with `prefix` (empty: everything).
     pub fn delete_prefix(&self, prefix: &str) {
         self.send(Op::DeletePrefix(prefix.to_string()));
+    }
+
+    /// Queues removal of every key naming repository `repo` (`o/r`).
+    pub fn delete_repository(&self, repo: &str) {
+        self.send(Op::DeleteRepository(repo.to_string()));
     }
 
     fn send(&self, op: Op) {
@@ -644,10 +651,16 @@ impl Writer {
                             self.bytes -= (k.len() + old.value().len()) as u64;
                         }
                     }
-                    Op::DeletePrefix(prefix) => {
+                    Op::DeletePrefix(_) | Op::DeleteRepository(_) => {
+                        let doomed_key = |k: &[u8]| match &op {
+                            Op::DeletePrefix(prefix) => k.starts_with(prefix.as_bytes()),
+                            Op::DeleteRepository(repo) => std::str::from_utf8(k)
+                                .is_ok_and(|text| crate::core::key_text_names_repository(text, repo)),
+                            _ => false,
+                        };
                         let mut freed = 0;
                         table.retain(|k, v| {
-                            let doomed = k.starts_with(prefix.as_bytes());
+                            let doomed = doomed_key(k);
                             if doomed {
                                 freed += (k.len() + v.len()) as u64;
                             }

@@ -12,7 +12,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::upstream::{Request, Shape};
+use super::upstream::{ClientToken, Request, Shape};
 use crate::core::{CacheKey, Operation};
 
 /// A JSON-RPC error: code and message.
@@ -250,9 +250,30 @@ pub fn clean_path(path: &str) -> Result<String, RpcError> {
         .map_err(|e| RpcError::invalid_params(format!("`path` must be a GitHub API path like /repos/o/r: {e}")))
 }
 
-/// The key and request of an arbitrary GET (`gh_api`, the reverse proxy):
-/// query pairs sorted so that the same read always gets the same key.
-pub fn api_read(path: &str, mut query: Vec<(String, String)>) -> Result<(CacheKey, Request), RpcError> {
+/// What changes a plain GET's answer besides its path and query: the media
+/// type, the API version, and whose credentials ask. Each is `None` for
+/// the default (GitHub's JSON, the default version, the daemon's token),
+/// so the proxy's default reads and `gh_api` share entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Variant {
+    /// A non-default `Accept`, normalised (lowercase, no spaces).
+    pub accept: Option<String>,
+    /// A non-default `X-GitHub-Api-Version`.
+    pub api_version: Option<String>,
+    /// The client's own token and its partition (a keyed hash of it, the
+    /// only form of it that enters a key).
+    pub credential: Option<(ClientToken, String)>,
+}
+
+/// The key and request of a plain GET (`gh_api`, the reverse proxy):
+/// path, query pairs sorted so that the same read always gets the same
+/// key, and the [`Variant`]. The variant's parameters are named so they
+/// sort after `path`, so every plain GET key starts `api:path=`.
+pub fn api_read(
+    path: &str,
+    mut query: Vec<(String, String)>,
+    variant: &Variant,
+) -> Result<(CacheKey, Request), RpcError> {
     let path = clean_path(path)?;
     query.sort();
     let canonical = super::upstream::encode_query(&query);
@@ -261,13 +282,19 @@ pub fn api_read(path: &str, mut query: Vec<(String, String)>) -> Result<(CacheKe
         [
             ("path", Some(path.as_str())),
             ("query", (!canonical.is_empty()).then_some(canonical.as_str())),
+            ("vary_accept", variant.accept.as_deref()),
+            ("vary_api_version", variant.api_version.as_deref()),
+            ("vary_credential", variant.credential.as_ref().map(|(_, p)| p.as_str())),
         ],
     );
     let req = Request {
         path,
         query,
-        shape: Shape::Single,
-        limit: None,
+        shape: Shape::Response,
+        accept: variant.accept.clone(),
+        api_version: variant.api_version.clone(),
+        token: variant.credential.as_ref().map(|(t, _)| t.clone()),
+        ..Request::default()
     };
     Ok((key, req))
 }
@@ -289,18 +316,13 @@ pub fn key_of(op: Operation, req: &Request) -> Option<(CacheKey, Shape)> {
     };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match op {
+        // Peers share the default variant only (the daemons' own token).
         Operation::Api => {
             let mut query = req.query.clone();
             query.sort();
-            let canonical = super::upstream::encode_query(&query);
-            let key = CacheKey::new(
-                op,
-                [
-                    ("path", Some(path.as_str())),
-                    ("query", (!canonical.is_empty()).then_some(canonical.as_str())),
-                ],
-            );
-            (req.limit.is_none() && query == req.query).then_some((key, Shape::Single))
+            let (key, _) = api_read(&path, query.clone(), &Variant::default()).ok()?;
+            let default = req.accept.is_none() && req.api_version.is_none() && req.token.is_none();
+            (req.limit.is_none() && query == req.query && default).then_some((key, Shape::Response))
         }
         Operation::RateLimit if path == "/rate_limit" => single(vec![("path", "/rate_limit")]),
         Operation::AuthStatus if path == "/user" => single(vec![("path", "/user")]),
@@ -365,6 +387,7 @@ fn list_read(
             query,
             shape,
             limit: Some(limit),
+            ..Request::default()
         },
     )
 }
@@ -434,7 +457,7 @@ impl ToolCall {
                     }
                     Some(_) => return Err(RpcError::invalid_params("`query` must be an object")),
                 };
-                read(api_read(path, query)?)
+                read(api_read(path, query, &Variant::default())?)
             }
             "gh_list_repos" => {
                 let a = Args::new(arguments, &["owner", "limit"])?;
@@ -502,9 +525,9 @@ impl ToolCall {
                     key,
                     Request {
                         path,
-                        query: Vec::new(),
                         shape: Shape::Field("runners"),
                         limit: Some(100),
+                        ..Request::default()
                     },
                 ))
             }
@@ -648,8 +671,18 @@ mod tests {
 
     #[test]
     fn api_keys_ignore_query_order() {
-        let (a, _) = api_read("/x", vec![("b".into(), "2".into()), ("a".into(), "1".into())]).unwrap();
-        let (b, _) = api_read("x", vec![("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
+        let (a, _) = api_read(
+            "/x",
+            vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            &Variant::default(),
+        )
+        .unwrap();
+        let (b, _) = api_read(
+            "x",
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            &Variant::default(),
+        )
+        .unwrap();
         assert_eq!(a, b);
         let Ok(ToolCall::Read(c, _)) =
             ToolCall::parse("gh_api", Some(&json!({"path": "/x", "query": {"b": 2, "a": "1"}})))

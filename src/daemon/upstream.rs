@@ -47,14 +47,19 @@ use tokio::sync::Semaphore;
 use super::api_base::{ApiBase, ApiPath};
 use super::config::Config;
 use super::metrics::Metrics;
+use super::response::Response;
 use crate::core::{Api, Cache, CacheKey, ETag, Entry, FetchFailed, Fetched, Origin, Via};
 use crate::sync::StdArc as Arc;
 
 /// How list pages merge into one answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Shape {
     /// One object; no pagination.
+    #[default]
     Single,
+    /// GitHub's whole answer, kept as a [`Response`] envelope (status,
+    /// kept headers, body bytes): plain GETs (`/github/`, `gh_api`).
+    Response,
     /// A JSON array per page.
     Array,
     /// An object per page whose named field is the array (`workflow_runs`).
@@ -62,7 +67,7 @@ pub enum Shape {
 }
 
 /// One GitHub read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     /// Path below the API root, starting with `/`.
     pub path: String,
@@ -72,6 +77,27 @@ pub struct Request {
     pub shape: Shape,
     /// Most items wanted (lists only).
     pub limit: Option<usize>,
+    /// The media type asked for (`None`: [`DEFAULT_ACCEPT`]).
+    pub accept: Option<String>,
+    /// `X-GitHub-Api-Version` (`None`: [`DEFAULT_API_VERSION`]).
+    pub api_version: Option<String>,
+    /// The client's own GitHub token (`None`: the daemon's).
+    pub token: Option<ClientToken>,
+}
+
+/// The media type asked for when the client names none.
+pub const DEFAULT_ACCEPT: &str = "application/vnd.github+json";
+/// The REST API version asked for when the client names none.
+pub const DEFAULT_API_VERSION: &str = "2022-11-28";
+
+/// A GitHub token a proxy client sent; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(pub String);
+
+impl fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientToken(..)")
+    }
 }
 
 impl Request {
@@ -79,10 +105,18 @@ impl Request {
     pub fn single(path: impl Into<String>) -> Request {
         Request {
             path: path.into(),
-            query: Vec::new(),
-            shape: Shape::Single,
-            limit: None,
+            ..Request::default()
         }
+    }
+
+    /// Does the client expect JSON (so a non-JSON 2xx is a broken answer)?
+    fn wants_json(&self) -> bool {
+        self.accept.as_deref().is_none_or(|a| {
+            a.split(',').any(|t| {
+                let t = t.split(';').next().unwrap_or_default().trim();
+                t.ends_with("json") || t == "*/*"
+            })
+        })
     }
 }
 
@@ -118,9 +152,10 @@ pub struct UpstreamError {
     pub body: Bytes,
     /// Human-readable summary (no headers, no token).
     pub message: String,
-    /// A redirect's `Location` that was not followed (it leaves the API
-    /// root); passed back to a proxy client unchanged.
-    pub location: Option<String>,
+    /// GitHub's headers worth passing back to a proxy client: the
+    /// [`KEPT_HEADERS`](super::response::KEPT_HEADERS) of its answer (the
+    /// `Location` of a redirect that was not followed, …) and `Retry-After`.
+    pub headers: Vec<(String, Bytes)>,
 }
 
 impl UpstreamError {
@@ -276,10 +311,31 @@ impl fmt::Debug for Upstream {
 /// One HTTP exchange's result.
 struct Answer {
     status: u16,
-    etag: Option<ETag>,
-    next: Option<String>,
-    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
     body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn etag(&self) -> Option<ETag> {
+        self.header("etag").and_then(ETag::new)
+    }
+
+    fn next(&self) -> Option<String> {
+        self.header("link").and_then(next_link)
+    }
+
+    /// The headers an error passes back (see [`UpstreamError::headers`]).
+    fn error_headers(&self) -> Vec<(String, Bytes)> {
+        let mut kept = Response::from_parts(self.status, &self.headers, Bytes::new()).headers;
+        if let Some(v) = self.headers.get("retry-after") {
+            kept.push(("retry-after".into(), Bytes::copy_from_slice(v.as_bytes())));
+        }
+        kept
+    }
 }
 
 impl Upstream {
@@ -328,7 +384,7 @@ impl Upstream {
     /// retries aside), for the per-request budget.
     pub fn requests_needed(req: &Request) -> u32 {
         match (req.shape, req.limit) {
-            (Shape::Single, _) | (_, None) => 1,
+            (Shape::Single | Shape::Response, _) | (_, None) => 1,
             (_, Some(limit)) => limit.div_ceil(limit.clamp(1, 100)).max(1) as u32,
         }
     }
@@ -352,7 +408,7 @@ impl Upstream {
         stale: Option<&Entry>,
     ) -> Result<Fetched, FetchFailed> {
         let per_page = match (req.shape, req.limit) {
-            (Shape::Single, _) | (_, None) => None,
+            (Shape::Single | Shape::Response, _) | (_, None) => None,
             (_, Some(limit)) => Some(limit.clamp(1, 100)),
         };
         let mut query = req.query.clone();
@@ -369,7 +425,7 @@ impl Upstream {
             stale.and_then(|e| e.etag.clone())
         };
 
-        let first = self.send(url, etag.as_ref()).await.map_err(FetchFailed::new)?;
+        let first = self.send(url, etag.as_ref(), req).await.map_err(FetchFailed::new)?;
         if first.status == 304 {
             if let Some(stale) = stale {
                 return Ok(Fetched {
@@ -379,14 +435,23 @@ impl Upstream {
             }
         }
         let via = Via::Upstream(Api::Rest);
+        if req.shape == Shape::Response {
+            let etag = first.etag();
+            let body = Response::from_parts(first.status, &first.headers, first.body).encode();
+            return Ok(Fetched {
+                entry: self.entry(cache, key, first.status, body, etag),
+                via,
+            });
+        }
         if !multi_page || !(200..300).contains(&first.status) {
+            let etag = first.etag();
             let body = match (req.shape, req.limit) {
-                (Shape::Single, _) | (_, None) => first.body,
+                (Shape::Single | Shape::Response, _) | (_, None) => first.body,
                 (_, Some(limit)) if (200..300).contains(&first.status) => truncate(req.shape, first.body, limit),
                 _ => first.body,
             };
             return Ok(Fetched {
-                entry: self.entry(cache, key, first.status, body, first.etag),
+                entry: self.entry(cache, key, first.status, body, etag),
                 via,
             });
         }
@@ -394,7 +459,7 @@ impl Upstream {
         let limit = req.limit.unwrap_or(usize::MAX);
         let mut items = items_of(req.shape, &first.body).map_err(|m| FetchFailed::new(transport(m)))?;
         let mut envelope = envelope_of(req.shape, &first.body);
-        let mut next = first.next;
+        let mut next = first.next();
         while items.len() < limit {
             let Some(page_url) = next.take() else { break };
             // Never follow a link off the API root: the token would go with it.
@@ -402,17 +467,17 @@ impl Upstream {
                 .base
                 .check(&page_url)
                 .map_err(|e| FetchFailed::new(refused(format!("GitHub's next link for {} refused: {e}", req.path))))?;
-            let page = self.send(page_url, None).await.map_err(FetchFailed::new)?;
+            let page = self.send(page_url, None, req).await.map_err(FetchFailed::new)?;
             if !(200..300).contains(&page.status) {
                 return Err(FetchFailed::new(UpstreamError {
                     kind: ErrorKind::Status(page.status),
                     message: format!("GitHub answered {} on a later page of {}", page.status, req.path),
                     body: page.body,
-                    location: None,
+                    headers: Vec::new(),
                 }));
             }
             items.extend(items_of(req.shape, &page.body).map_err(|m| FetchFailed::new(transport(m)))?);
-            next = page.next;
+            next = page.next();
         }
         items.truncate(limit);
         let merged = match (&mut envelope, req.shape) {
@@ -436,7 +501,7 @@ impl Upstream {
 
     /// One GET with retries. Answers with a cacheable status (2xx, 304,
     /// 404, 410, other 4xx except auth and rate-limit ones) or fails.
-    async fn send(&self, url: url::Url, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+    async fn send(&self, url: url::Url, etag: Option<&ETag>, req: &Request) -> Result<Answer, UpstreamError> {
         let path = self.base.relative(&url).to_string();
         let mut attempt = 0;
         // Asking for the rate limit itself costs no quota: never gated.
@@ -448,10 +513,10 @@ impl Upstream {
                     kind: ErrorKind::RateLimited { reset },
                     body: Bytes::new(),
                     message: format!("GitHub rate limit exhausted until {reset} (unix); no request sent for {path}"),
-                    location: None,
+                    headers: Vec::new(),
                 });
             }
-            let result = self.send_once(url.clone(), etag).await;
+            let result = self.send_once(url.clone(), etag, req).await;
             let retryable = match &result {
                 Ok(a) => a.status >= 500,
                 Err(e) => e.kind == ErrorKind::Transport,
@@ -475,23 +540,23 @@ impl Upstream {
                         Err(UpstreamError {
                             kind,
                             message,
+                            headers: a.error_headers(),
                             body: a.body,
-                            location: None,
                         })
                     }
                     Ok(a) if a.status >= 500 || a.status == 401 => Err(UpstreamError {
                         kind: ErrorKind::Status(a.status),
                         message: format!("GitHub answered {} for {path}", a.status),
+                        headers: a.error_headers(),
                         body: a.body,
-                        location: None,
                     }),
                     // A redirect the client policy did not follow (it leaves
                     // the API root): the answer as it is, never cached.
                     Ok(a) if (300..400).contains(&a.status) && a.status != 304 => Err(UpstreamError {
                         kind: ErrorKind::Status(a.status),
                         message: format!("GitHub redirected {path} outside the API root; not followed"),
+                        headers: a.error_headers(),
                         body: a.body,
-                        location: a.location,
                     }),
                     other => other,
                 };
@@ -503,44 +568,31 @@ impl Upstream {
         }
     }
 
-    async fn send_once(&self, url: url::Url, etag: Option<&ETag>) -> Result<Answer, UpstreamError> {
+    async fn send_once(&self, url: url::Url, etag: Option<&ETag>, req: &Request) -> Result<Answer, UpstreamError> {
         let path = self.base.relative(&url).to_string();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| transport("upstream closed".into()))?;
-        let mut req = self
+        let mut request = self
             .client
             .get(url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28");
-        if let Some(token) = &self.token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
+            .header("accept", req.accept.as_deref().unwrap_or(DEFAULT_ACCEPT))
+            .header(
+                "x-github-api-version",
+                req.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION),
+            );
         if let Some(tag) = etag {
-            req = req.header("if-none-match", tag.as_str());
+            request = request.header("if-none-match", tag.as_str());
         }
-        let response = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.upstream_response(None);
-                return Err(transport(describe(&e)));
-            }
-        };
+        let response = self.exchange(request, req.token.as_ref()).await?;
         let status = response.status().as_u16();
-        self.rate.observe(status, response.headers());
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let etag = header("etag").and_then(|t| ETag::new(&t));
-        let next = header("link").and_then(|l| next_link(&l));
-        let location = header("location");
-        let content_type = header("content-type");
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = match read_body(response, self.max_body, &path).await {
             Ok(b) => b,
             Err(e) => {
@@ -554,9 +606,9 @@ impl Upstream {
                 kind: ErrorKind::Invalid,
                 body: Bytes::new(),
                 message,
-                location: None,
+                headers: Vec::new(),
             };
-            if !claims_json(content_type.as_deref()) {
+            if req.wants_json() && !claims_json(content_type.as_deref()) {
                 return Err(invalid(format!(
                     "GitHub answered {path} with {}, not JSON (status {status})",
                     content_type
@@ -567,18 +619,87 @@ impl Upstream {
                         .collect::<String>()
                 )));
             }
-            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                return Err(invalid(format!(
-                    "GitHub sent invalid JSON for {path} (status {status}): {e}"
-                )));
+            if claims_json(content_type.as_deref()) {
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    return Err(invalid(format!(
+                        "GitHub sent invalid JSON for {path} (status {status}): {e}"
+                    )));
+                }
             }
         }
-        Ok(Answer {
+        Ok(Answer { status, headers, body })
+    }
+}
+
+impl Upstream {
+    /// Sends `request` with `token`'s credentials, else the daemon's;
+    /// counts a failed exchange; keeps the daemon's quota state from the
+    /// answer (only when it was asked with the daemon's own token).
+    async fn exchange(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        token: Option<&ClientToken>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if let Some(secret) = token.map(|t| &t.0).or(self.token.as_ref()) {
+            request = request.header("authorization", format!("Bearer {secret}"));
+        }
+        match request.send().await {
+            Ok(response) => {
+                if token.is_none() {
+                    self.rate.observe(response.status().as_u16(), response.headers());
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                self.metrics.upstream_response(None);
+                Err(transport(describe(&e)))
+            }
+        }
+    }
+}
+
+/// A write's answer, as GitHub gave it.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// HTTP status.
+    pub status: u16,
+    /// All of GitHub's response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body (at most `max_upstream_body_bytes`).
+    pub body: Bytes,
+}
+
+impl Upstream {
+    /// Passes a write (any method but GET and HEAD) to GitHub once, as it
+    /// came: no retry (a write is not idempotent), no cache. `headers` are
+    /// the client's headers to pass (the caller chooses them); the
+    /// credentials are `token`'s, else the daemon's.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path: &ApiPath,
+        query: &[(String, String)],
+        headers: reqwest::header::HeaderMap,
+        token: Option<&ClientToken>,
+        body: Bytes,
+    ) -> Result<Forwarded, UpstreamError> {
+        let url = self.base.url_for(path, query).map_err(|e| refused(e.to_string()))?;
+        let shown = self.base.relative(&url).to_string();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| transport("upstream closed".into()))?;
+        let request = self.client.request(method, url).headers(headers).body(body);
+        let response = self.exchange(request, token).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = read_body(response, self.max_body, &shown).await;
+        self.metrics.upstream_response(body.as_ref().ok().map(|_| status));
+        Ok(Forwarded {
             status,
-            etag,
-            next,
-            location,
-            body,
+            headers,
+            body: body?,
         })
     }
 }
@@ -587,7 +708,7 @@ impl Upstream {
 async fn read_body(mut response: reqwest::Response, limit: usize, path: &str) -> Result<Bytes, UpstreamError> {
     let too_large = |size: String| UpstreamError {
         kind: ErrorKind::Invalid,
-        location: None,
+        headers: Vec::new(),
         body: Bytes::new(),
         message: format!(
             "GitHub's answer for {path} is too large ({size} bytes; the limit is {limit}, max_upstream_body_bytes)"
@@ -626,7 +747,7 @@ fn transport(message: String) -> UpstreamError {
         kind: ErrorKind::Transport,
         body: Bytes::new(),
         message,
-        location: None,
+        headers: Vec::new(),
     }
 }
 
@@ -640,7 +761,7 @@ impl UpstreamError {
                 "this request may cause at most {max} GitHub requests (max_upstream_per_request); \
                  this read needs {needed} and {left} are left: split the request"
             ),
-            location: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -651,7 +772,7 @@ fn refused(message: String) -> UpstreamError {
         kind: ErrorKind::Refused,
         body: Bytes::new(),
         message,
-        location: None,
+        headers: Vec::new(),
     }
 }
 

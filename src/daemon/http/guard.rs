@@ -120,15 +120,20 @@ pub fn token_matches(given: &str, expected: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The token check alone: `None` when the request may pass.
+/// The token check alone: `None` when the request may pass. The token
+/// may come as `Authorization` or, so that a proxy client can send its
+/// own GitHub token in `Authorization`, as `Proxy-Authorization`.
 fn check_token(app: &App, headers: &HeaderMap) -> Option<Response> {
     let token = app.config.mcp_token.0.as_deref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
-        .map(str::trim);
-    if given.is_some_and(|g| token_matches(g, token)) {
+    let presented = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+            .map(str::trim)
+            .is_some_and(|g| token_matches(g, token))
+    };
+    if presented(header::AUTHORIZATION) || presented(header::PROXY_AUTHORIZATION) {
         return None;
     }
     app.metrics.refused(Refusal::Token);

@@ -35,7 +35,6 @@ use super::mcp::McpHandler;
 use super::App;
 use crate::sync::StdArc as Arc;
 pub use guard::origin_allowed;
-pub use proxy::next_page_link;
 
 /// The whole router. Starts the MCP session sweeper, which ends with
 /// `mcp_cancel`.
