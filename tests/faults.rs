@@ -254,7 +254,8 @@ fn mount_namespace() -> Result<&'static [&'static str], String> {
             found.ok_or_else(|| {
                 format!(
                     "no private mount namespace here ({}); run as root, or allow unprivileged user \
-                     namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu \
+                     namespaces (sysctl user.max_user_namespaces above 0; older Debian: \
+                     kernel.unprivileged_userns_clone=1; Ubuntu 24.04: \
                      kernel.apparmor_restrict_unprivileged_userns=0)",
                     failures.join("; ")
                 )
