@@ -12,8 +12,8 @@
 //! - report mode (`GHCACHE_BENCH_REPORT=SECS`, what `ci/bench` runs for
 //!   BENCHMARKS.md): the same workloads for a fixed time each, printed as
 //!   `bench ...` lines, plus the stats of a deliberately nested-lock
-//!   variant (`NestedLockStats`, the seed system's bug), which never
-//!   answers.
+//!   variant (`NestedLockStats`, a stats call that re-takes its lock),
+//!   which never answers.
 //!
 //! Run: `cargo bench --bench core` (figures in the closing note of the
 //! core issue; current ones in BENCHMARKS.md). Under `cargo test` each
@@ -340,8 +340,8 @@ impl Latencies {
     }
 }
 
-/// For the record: the seed system's stats bug, rebuilt around the real
-/// cache. Its counters sit under one `std::sync::Mutex`; `stats()` takes
+/// For the record: a stats call that re-takes its own lock, built around
+/// the real cache. Its counters sit under one `std::sync::Mutex`; `stats()` takes
 /// that lock, then calls a helper that takes it again. `std::sync::Mutex`
 /// is not reentrant: the second `lock()` on the same thread blocks forever
 /// (its documentation allows a deadlock or a panic; on Linux it is a

@@ -354,7 +354,7 @@ inline stats() {
   atomic {
     acquire(LIFE);
 #ifdef BUG_STATS_RELOCK
-    /* BUG (the seed's): with every lock held, a helper locks the lifecycle
+    /* BUG: with every lock held, a helper locks the lifecycle
      * again to read the P2P state; std's Mutex is not reentrant. */
     acquire(LIFE);
 #endif

@@ -7,7 +7,8 @@ use loom::thread;
 use loom_tests::{cache, entry, key};
 
 /// Increments racing each other and a clear are all kept: clearing entries
-/// never touches counters (the seed system's clear broke the next increment).
+/// never touches counters (a clear that replaced them would break the next
+/// increment: `known_bad.rs`).
 #[test]
 fn no_lost_increments_across_clear() {
     loom_tests::model(|| {

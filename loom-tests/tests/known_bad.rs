@@ -1,6 +1,6 @@
-//! Known-bad variants: the seed system's bugs and the classic mistakes,
-//! rebuilt in miniature with loom's primitives, each of which the checker
-//! must reject. They live here, never in `src/`. Each is the correct
+//! Known-bad variants: classic lock mistakes of a cache with one lock around
+//! its state, rebuilt in miniature with loom's primitives, each of which the
+//! checker must reject. They live here, never in `src/`. Each is the correct
 //! design with one thing changed, named in its doc comment.
 //!
 //! Their state is shared through std's `Arc` (not loom's): when loom aborts
@@ -31,7 +31,7 @@ impl SeedCache {
         })
     }
 
-    /// BUG (the seed's hung stats call): a helper that takes the lock,
+    /// BUG (a stats call that hangs): a helper that takes the lock,
     /// called by a method that already holds it.
     fn lookups(&self) -> usize {
         let c = self.inner.lock().unwrap();
@@ -51,7 +51,7 @@ impl SeedCache {
     }
 }
 
-/// The seed's stats: re-taking a non-reentrant lock. Correct design: helpers
+/// Stats re-taking a non-reentrant lock. Correct design: helpers
 /// take the guarded data (`&mut Shard`), never `&self`.
 #[test]
 #[should_panic(expected = "deadlock")]
@@ -193,8 +193,8 @@ fn non_atomic_counter_increment_loses_updates() {
     });
 }
 
-/// The seed's clear: it replaced the counters instead of clearing entries,
-/// and the next increment crashed. Correct design: clear removes entries
+/// A clear that replaces the counters instead of clearing entries, so the
+/// next increment crashes. Correct design: clear removes entries
 /// only; counters are never reset.
 #[test]
 #[should_panic(expected = "counters gone")]

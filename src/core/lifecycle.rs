@@ -27,9 +27,9 @@
 //!   publishes the outcome that shutdown waits for. A shutdown arriving in
 //!   between finds `Stopping` and waits too. So when any `shutdown` returns
 //!   no host is running, and none can be started again: `Stopped` is final.
-//!   (The spin model in `model/` found the earlier version of this, which
-//!   recorded `Stopped` before stopping the host, letting a second shutdown
-//!   return early.)
+//!   Recording `Stopped` before the host is stopped would let a second
+//!   shutdown return while the host still runs: the spin model's
+//!   `BUG_STOPPED_BEFORE_STOP` variant and a known-bad loom model show it.
 //! - **Exactly one stop.** A host is moved out of the state by whoever
 //!   stops it, so it cannot be stopped twice; concurrent shutdowns wait for
 //!   the one in progress (`Stopping`).

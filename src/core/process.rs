@@ -1,12 +1,11 @@
 //! The process's one P2P-capable cache: [`Node`].
 //!
-//! The seed system started a P2P host per cache instance, and several code
-//! paths built their own instances: three or four peer ids in one process,
-//! all on one port. Here the only way to get a cache that can start P2P is
-//! [`Node::init`], which succeeds once per process and returns
-//! [`AlreadyInitialized`] after that; everything else shares the handle from
-//! [`Node::get`]. A [`Cache`] made directly is local-only and has no way to
-//! start a host.
+//! A P2P host per cache instance would put several peer ids in one process,
+//! all on one port, as soon as two code paths built their own cache. So the
+//! only way to get a cache that can start P2P is [`Node::init`], which
+//! succeeds once per process and returns [`AlreadyInitialized`] after that;
+//! everything else shares the handle from [`Node::get`]. A [`Cache`] made
+//! directly is local-only and has no way to start a host.
 
 use std::fmt;
 

@@ -167,7 +167,7 @@ fn invalidate_prefix_and_clear_remove_entries_but_keep_counters() {
         (before.hits, before.api_calls, before.lookups)
     );
     assert_eq!(after.invalidations, 4);
-    // Counting goes on after a clear (the seed system crashed here).
+    // Counting goes on after a clear: clear drops entries, never the counters.
     cache.lookup(&key(1));
     cache.record(&key(1), Event::ApiCall(Api::Rest));
     let again = checked(&cache);

@@ -1,4 +1,4 @@
-//! `POST /jsonrpc`: plain JSON-RPC 2.0 for clients without an MCP library.
+//! `POST /jsonrpc`: plain JSON-RPC 2.0 in one POST, for scripts and clients that do not speak MCP.
 //!
 //! `tools/call` answers the tool's result object itself (not MCP content),
 //! so `jq .result.peer_id` works on `gh_get_cache_stats`. Also accepted:
