@@ -382,3 +382,77 @@ async fn writes_pass_through_and_drop_the_repositorys_entries() {
     // A write GitHub refuses changes nothing.
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn one_runaway_client_cannot_drain_the_shared_quota() {
+    let gh = common::FakeGithub::start().await;
+    let mut config = common::test_config(&gh);
+    config.limits.client_upstream_per_minute = 5;
+    let d = Daemon::start(config).await;
+    let mut refused = None;
+    for i in 0..8 {
+        let r = d
+            .client
+            .get(d.url(&format!("/github/repos/o/r{i}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = refused.expect("the sixth miss is refused");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=12).contains(&wait), "{wait}");
+    assert!(r.text().await.unwrap().contains("client_upstream_per_minute"));
+    assert_eq!(gh.requests(), 5);
+    // Cached reads cost nothing, and a client's own token spends its own quota.
+    let r = d.client.get(d.url("/github/repos/o/r0")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache-mode"], "hit");
+    let r = d
+        .client
+        .get(d.url("/github/repos/o/mine"))
+        .header("authorization", "token own")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ghcache_http_refused_total{reason=\"client_rate\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_quota_is_counted_once_per_window() {
+    let gh = common::FakeGithub::start().await;
+    let d = Daemon::start(common::test_config(&gh)).await;
+    gh.state.remaining.store(0, std::sync::atomic::Ordering::SeqCst);
+    let r = d.client.get(d.url("/github/repos/o/a")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = d.client.get(d.url("/github/repos/o/b")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "no request while the quota is spent");
+    assert_eq!(gh.requests(), 1);
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ghcache_ratelimit_exhausted_total 1"), "{metrics}");
+}

@@ -170,6 +170,9 @@ pub struct HttpLimits {
     pub max_batch: usize,
     /// GitHub requests one HTTP request may cause (`max_upstream_per_request`).
     pub max_upstream_per_request: u32,
+    /// GitHub requests one client address may cause per minute, with the
+    /// daemon's token (`client_upstream_per_minute`).
+    pub client_upstream_per_minute: u32,
 }
 
 impl Default for HttpLimits {
@@ -185,6 +188,7 @@ impl Default for HttpLimits {
             mcp_session_init: Duration::from_secs(30),
             max_batch: 100,
             max_upstream_per_request: 50,
+            client_upstream_per_minute: 1200,
         }
     }
 }
@@ -355,6 +359,9 @@ impl Config {
             "mcp_session_init_secs" => self.limits.mcp_session_init = Duration::from_secs(raw.uint(key, 1, 86_400)?),
             "max_batch" => self.limits.max_batch = raw.uint(key, 1, 100_000)? as usize,
             "max_upstream_per_request" => self.limits.max_upstream_per_request = raw.uint(key, 1, 100_000)? as u32,
+            "client_upstream_per_minute" => {
+                self.limits.client_upstream_per_minute = raw.uint(key, 1, 1_000_000)? as u32
+            }
             "mcp_token" => {
                 let s = raw.string(key)?;
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {

@@ -76,14 +76,19 @@ impl ServerHandler for McpHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = request.arguments.map(Value::Object);
         let call = ToolCall::parse(&request.name, arguments.as_ref())
             .map_err(|e| ErrorData::new(ErrorCode(e.code as i32), e.message, e.data))?;
         // One tool call, one upstream budget (`max_upstream_per_request`).
         let max = self.app.config.limits.max_upstream_per_request;
-        let result = match super::budget::scope(max, self.app.call(call)).await {
+        let client = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<super::http::serve::ClientAddr>())
+            .map(|c| c.0.ip());
+        let result = match super::budget::scope(max, client, self.app.call(call)).await {
             Ok(value) => CallToolResult::structured(value),
             Err(e) if e.code == -32000 => {
                 let mut value = e.data.unwrap_or(Value::Null);

@@ -55,10 +55,12 @@ pub enum Refusal {
     BatchSize,
     /// A read beyond `max_upstream_per_request` GitHub requests.
     UpstreamBudget,
+    /// A read beyond the client's `client_upstream_per_minute` (429).
+    ClientRate,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 13] = [
         Refusal::Connections,
         Refusal::ConnectionsPerClient,
         Refusal::IdleTimeout,
@@ -71,6 +73,7 @@ impl Refusal {
         Refusal::McpSessionsPerClient,
         Refusal::BatchSize,
         Refusal::UpstreamBudget,
+        Refusal::ClientRate,
     ];
 
     /// The label.
@@ -88,6 +91,7 @@ impl Refusal {
             Refusal::McpSessionsPerClient => "mcp_sessions_per_client",
             Refusal::BatchSize => "batch_size",
             Refusal::UpstreamBudget => "upstream_budget",
+            Refusal::ClientRate => "client_rate",
         }
     }
 }
@@ -103,7 +107,8 @@ pub struct Metrics {
     served_errors: AtomicU64,
     upstream: [AtomicU64; 7],
     upstream_skipped: AtomicU64,
-    refused: [AtomicU64; 12],
+    refused: [AtomicU64; 13],
+    quota_exhausted: AtomicU64,
     /// HTTP connections open now.
     pub connections: AtomicU64,
     /// MCP sessions open now.
@@ -138,6 +143,11 @@ impl Metrics {
     /// A request not sent because the quota is spent.
     pub fn upstream_skipped_rate_limited(&self) {
         self.upstream_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The daemon's GitHub quota was seen spent (once per window).
+    pub fn quota_exhausted(&self) {
+        self.quota_exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A refusal of the HTTP surface.
@@ -232,6 +242,11 @@ impl Metrics {
             "upstream_skipped_total",
             "Upstream requests not sent because the rate limit was exhausted.",
             self.upstream_skipped.load(Ordering::Relaxed),
+        );
+        counter(
+            "ratelimit_exhausted_total",
+            "Rate-limit windows in which the daemon's GitHub quota was spent.",
+            self.quota_exhausted.load(Ordering::Relaxed),
         );
         counter(
             "served_errors_total",

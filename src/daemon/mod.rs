@@ -161,6 +161,8 @@ pub struct App {
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
+    /// Each client's GitHub requests per minute.
+    client_rates: budget::ClientRates,
     started: Instant,
 }
 
@@ -233,6 +235,7 @@ impl App {
             None
         };
         let hosts = http::guard::HostPolicy::new(config.listen.ip().is_loopback(), &config.allowed_hosts);
+        let client_rates = budget::ClientRates::new(config.limits.client_upstream_per_minute);
         Ok(App {
             cache,
             clock,
@@ -243,6 +246,7 @@ impl App {
             p2p: tokio::sync::watch::Sender::new(None),
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
+            client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();
                 ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
@@ -387,14 +391,11 @@ impl App {
                     let stale = leader.stale().cloned().or_else(|| prior.clone());
                     // The budget is charged before the flight is led, so a
                     // refused read leaves the flight to another caller.
-                    let needed = Upstream::requests_needed(req);
-                    if let Err(left) = budget::charge(needed) {
+                    if let Err(refused) = self.charge_budgets(req) {
                         drop(leader);
-                        self.metrics.refused(metrics::Refusal::UpstreamBudget);
-                        let max = self.config.limits.max_upstream_per_request;
                         return match stale {
                             Some(stale) => Ok(self.serve_stale(key, stale)),
-                            None => Err(FetchFailed::new(UpstreamError::over_budget(needed, left, max))),
+                            None => Err(FetchFailed::new(refused)),
                         };
                     }
                     let from_peer = if peers { self.ask_owner(key, req).await } else { None };
@@ -421,6 +422,25 @@ impl App {
                 }
             }
         }
+    }
+
+    /// Charges a fetch of `req` to the request's and its client's budgets
+    /// ([`budget`]); a client's own token spends its own quota.
+    fn charge_budgets(&self, req: &Request) -> Result<(), UpstreamError> {
+        let needed = Upstream::requests_needed(req);
+        if let Err(left) = budget::charge(needed) {
+            self.metrics.refused(metrics::Refusal::UpstreamBudget);
+            let max = self.config.limits.max_upstream_per_request;
+            return Err(UpstreamError::over_budget(needed, left, max));
+        }
+        if let (None, Some(client)) = (&req.token, budget::client()) {
+            if let Err(wait) = self.client_rates.charge(client, needed, Instant::now()) {
+                self.metrics.refused(metrics::Refusal::ClientRate);
+                let per_minute = self.config.limits.client_upstream_per_minute;
+                return Err(UpstreamError::over_client_rate(per_minute, wait));
+            }
+        }
+        Ok(())
     }
 
     /// Asks the owner of `key` for it, when the P2P node runs and the owner

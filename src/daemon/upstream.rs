@@ -199,6 +199,8 @@ pub struct RateLimit {
     reset: AtomicU64,
     /// A secondary limit's `retry-after`, as a Unix time (0: none).
     pause_until: AtomicU64,
+    /// The reset of the last window whose exhaustion was reported.
+    reported_reset: AtomicU64,
 }
 
 /// A copy of [`RateLimit`].
@@ -224,7 +226,16 @@ impl RateLimit {
             used: AtomicU64::new(u64::MAX),
             reset: AtomicU64::new(u64::MAX),
             pause_until: AtomicU64::new(0),
+            reported_reset: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The reset time of a window whose quota has just been seen spent for
+    /// the first time (once per window).
+    fn newly_exhausted(&self) -> Option<u64> {
+        let reset = self.reset.load(Ordering::SeqCst);
+        let spent = self.remaining.load(Ordering::SeqCst) == 0 && reset != u64::MAX;
+        (spent && self.reported_reset.swap(reset, Ordering::SeqCst) != reset).then_some(reset)
     }
 
     fn observe(&self, status: u16, headers: &reqwest::header::HeaderMap) {
@@ -647,6 +658,14 @@ impl Upstream {
             Ok(response) => {
                 if token.is_none() {
                     self.rate.observe(response.status().as_u16(), response.headers());
+                    if let Some(reset) = self.rate.newly_exhausted() {
+                        self.metrics.quota_exhausted();
+                        tracing::warn!(
+                            reset,
+                            "GitHub quota of the daemon's token spent; no request until the reset (unix), \
+                             answers come from the cache (stale where needed)"
+                        );
+                    }
                 }
                 Ok(response)
             }
@@ -752,6 +771,20 @@ fn transport(message: String) -> UpstreamError {
 }
 
 impl UpstreamError {
+    /// The error of a read refused by its client's per-minute budget.
+    pub fn over_client_rate(per_minute: u32, wait: Duration) -> UpstreamError {
+        let secs = wait.as_secs().max(1);
+        UpstreamError {
+            kind: ErrorKind::OverBudget,
+            body: Bytes::new(),
+            message: format!(
+                "this client may cause {per_minute} GitHub requests a minute (client_upstream_per_minute); \
+                 retry in {secs} s, or use your own token"
+            ),
+            headers: vec![("retry-after".into(), Bytes::from(secs.to_string()))],
+        }
+    }
+
     /// The error of a read refused by the per-request budget.
     pub fn over_budget(needed: u32, left: u32, max: u32) -> UpstreamError {
         UpstreamError {

@@ -173,7 +173,8 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
         Ok(r) => r,
         Err(refusal) => return refusal,
     };
-    budget::scope(app.config.limits.max_upstream_per_request, next.run(request)).await
+    let client = request.extensions().get::<super::serve::ClientAddr>().map(|c| c.0.ip());
+    budget::scope(app.config.limits.max_upstream_per_request, client, next.run(request)).await
 }
 
 /// Reads the body whole (when there is one) within `max_body_bytes` and

@@ -298,7 +298,7 @@ fn failure(app: &App, e: &crate::core::FetchFailed, base: &str) -> Response {
                 let wait = reset.saturating_sub(crate::daemon::upstream::unix_now()).max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }
-            ErrorKind::OverBudget => {
+            ErrorKind::OverBudget if !headers.contains_key(header::RETRY_AFTER) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
