@@ -25,15 +25,17 @@ trap 'rm -rf "$GH_CONFIG_DIR"' EXIT
 R="$BASE/repos/octo/hello"
 
 # step LABEL gh-api-args...: one `gh api` call; its output, or its exit code
-# and error text, as transcript lines (gh is stopped after 120 s: a looping
+# and error text, as transcript lines (gh is stopped after 60 s: a looping
 # --paginate must not hang the gate).
 step() {
   local label=$1 outf errf rc
   shift
   outf=$(mktemp) errf=$(mktemp)
-  timeout 120 gh api "$@" >"$outf" 2>"$errf"
+  timeout 60 gh api "$@" >"$outf" 2>"$errf"
   rc=$?
-  if [[ $rc -eq 0 ]]; then
+  if [[ $rc -eq 124 ]]; then
+    echo "$label: still running after 60 s (a pagination loop?), stopped"
+  elif [[ $rc -eq 0 ]]; then
     sed "s|$BASE|{BASE}|g; s|^|$label: |" "$outf"
     [[ -n $(tail -c1 "$outf") ]] && echo  # gh leaves some answers without a final newline
   else
