@@ -44,6 +44,16 @@ def numbers(items):
     return " ".join(str(i) for i in items)
 
 
+def listing(label, paginated, show):
+    """Prints a list's totalCount, how many items iterating it gives, and
+    `show(item)` of each; returns the items."""
+    out(f"{label}.totalCount", paginated.totalCount)
+    items = take(paginated)
+    out(f"{label}.count", len(items))
+    out(f"{label}.items", numbers(show(i) for i in items))
+    return items
+
+
 def attempt(label, fn):
     """Runs one step; a client exception becomes a transcript line, not a crash."""
     try:
@@ -73,10 +83,7 @@ def reads(g):
 
     def issues():
         pl = repo.get_issues()
-        out("issues.totalCount", pl.totalCount)
-        items = take(pl)
-        out("issues.count", len(items))
-        out("issues.numbers", numbers(i.number for i in items))
+        listing("issues", pl, lambda i: i.number)
         out("issues.reversed.first5", numbers(i.number for i in take(pl.reversed)[:5]))
         out("issues.page2", numbers(i.number for i in pl.get_page(2)))
         out("issues.closed.totalCount", repo.get_issues(state="closed").totalCount)
@@ -87,10 +94,7 @@ def reads(g):
         out("issue1.title", issue.title)
         out("issue1.comments", issue.comments)
         out("issue12.labels", [lab.name for lab in repo.get_issue(12).labels])
-        comments = issue.get_comments()
-        out("issue1.comments.totalCount", comments.totalCount)
-        cs = take(comments)
-        out("issue1.comments.count", len(cs))
+        cs = listing("issue1.comments", issue.get_comments(), lambda c: c.id)
         out("issue1.comments.first", f"{cs[0].id} {cs[0].body!r} {cs[0].url}")
         out("issue1.comments.last", f"{cs[-1].id} {cs[-1].body!r}")
         out("issue1.repository", issue.repository.full_name)
@@ -105,19 +109,11 @@ def reads(g):
     attempt("pull", pull)
 
     def branches():
-        bs = repo.get_branches()
-        out("branches.totalCount", bs.totalCount)
-        names = [b.name for b in take(bs)]
-        out("branches.count", len(names))
-        out("branches.last", names[-1])
+        listing("branches", repo.get_branches(), lambda b: b.name)
     attempt("branches", branches)
 
     def runs():
-        rs = repo.get_workflow_runs()
-        out("runs.totalCount", rs.totalCount)
-        items = take(rs)
-        out("runs.count", len(items))
-        out("runs.ids", numbers(r.id for r in items))
+        items = listing("runs", repo.get_workflow_runs(), lambda r: r.id)
         out("runs.first", f"{items[0].id} {items[0].conclusion} {items[0].url}")
     attempt("runs", runs)
 
