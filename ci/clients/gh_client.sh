@@ -77,7 +77,11 @@ if [[ $PHASE == all ]]; then
   step secondary "$BASE/repos/octo/busy/issues"
   step graphql -X POST "$BASE/graphql" \
     -f query='query { viewer { login } repository(owner: "octo", name: "hello") { nameWithOwner issues { totalCount } } }'
-  n=$(gh api -X POST "$R/issues" -f title='Created by gh' -f body='hello from gh' --jq .number 2>&1)
+  n=$(timeout 60 gh api -X POST "$R/issues" -f title='Created by gh' -f body='hello from gh' --jq .number 2>&1)
+  if [[ ! $n =~ ^[0-9]+$ ]]; then
+    echo "created: failed: $(tr '\n' ' ' <<<"$n" | sed "s|$BASE|{BASE}|g")"
+    exit 0
+  fi
   echo "created: #$n"
   step comment -X POST "$R/issues/$n/comments" -f body='first comment' --jq '"\(.id) \(.url)"'
   step labels -X POST "$R/issues/$n/labels" -f 'labels[]=bug' -f 'labels[]=client-gate' --jq 'map(.name) | join(",")'

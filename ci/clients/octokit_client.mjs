@@ -84,9 +84,9 @@ async function reads() {
     // Code that follows the URLs GitHub put in the body (they must lead back to this base).
     const issuesUrl = r.data.issues_url.replace("{/number}", "/12");
     const issue = await octokit.request(`GET ${issuesUrl}`);
-    out("follow.issue12", `${issue.data.title} labels=${issue.data.labels.map((l) => l.name).join(",")}`);
+    out("follow.issue12", `${issue.data.title} labels=${issue.data.labels.map((l) => l.name).join(",")} from=${issue.url}`);
     const comments = await octokit.request(`GET ${issue.data.comments_url}`);
-    out("follow.issue12.comments", comments.data.map((c) => c.body));
+    out("follow.issue12.comments", `${JSON.stringify(comments.data.map((c) => c.body))} from=${comments.url}`);
     const c1 = await octokit.rest.issues.get({ ...repo, issue_number: 1 });
     const all = await paginate(`GET ${c1.data.comments_url}`, {});
     out("follow.issue1.comments.count", all.items.length);
