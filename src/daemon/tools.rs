@@ -260,9 +260,9 @@ pub struct Variant {
     pub accept: Option<String>,
     /// A non-default `X-GitHub-Api-Version`.
     pub api_version: Option<String>,
-    /// The client's own token and its partition (a keyed hash of it, the
+    /// The client's own token, with its partition (a keyed hash of it, the
     /// only form of it that enters a key).
-    pub credential: Option<(ClientToken, String)>,
+    pub credential: Option<ClientToken>,
 }
 
 /// The key and request of a plain GET (`gh_api`, the reverse proxy):
@@ -284,7 +284,10 @@ pub fn api_read(
             ("query", (!canonical.is_empty()).then_some(canonical.as_str())),
             ("vary_accept", variant.accept.as_deref()),
             ("vary_api_version", variant.api_version.as_deref()),
-            ("vary_credential", variant.credential.as_ref().map(|(_, p)| p.as_str())),
+            (
+                "vary_credential",
+                variant.credential.as_ref().map(|t| t.partition.as_str()),
+            ),
         ],
     );
     let req = Request {
@@ -293,7 +296,7 @@ pub fn api_read(
         shape: Shape::Response,
         accept: variant.accept.clone(),
         api_version: variant.api_version.clone(),
-        token: variant.credential.as_ref().map(|(t, _)| t.clone()),
+        token: variant.credential.clone(),
         ..Request::default()
     };
     Ok((key, req))
@@ -552,13 +555,16 @@ impl ToolCall {
     }
 }
 
-/// Parses `a=b&c=d` (percent-decoded); `None` when malformed.
+/// Parses `a=b&c=d` (percent-decoded); `None` when malformed or when a
+/// name or value holds a control character (an encoded CR/LF is never
+/// sent on).
 pub fn parse_query(s: &str) -> Option<Vec<(String, String)>> {
+    let text = |part: &str| super::upstream::decode(part).filter(|t| !t.chars().any(char::is_control));
     s.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((super::upstream::decode(k)?, super::upstream::decode(v)?))
+            Some((text(k)?, text(v)?))
         })
         .collect()
 }

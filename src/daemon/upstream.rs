@@ -90,9 +90,15 @@ pub const DEFAULT_ACCEPT: &str = "application/vnd.github+json";
 /// The REST API version asked for when the client names none.
 pub const DEFAULT_API_VERSION: &str = "2022-11-28";
 
-/// A GitHub token a proxy client sent; never printed.
+/// A GitHub token a proxy client sent, and the name of its partition (a
+/// keyed hash of it); the token is never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ClientToken(pub String);
+pub struct ClientToken {
+    /// The token.
+    pub secret: String,
+    /// Its partition's name.
+    pub partition: String,
+}
 
 impl fmt::Debug for ClientToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,14 +115,11 @@ impl Request {
         }
     }
 
-    /// Does the client expect JSON (so a non-JSON 2xx is a broken answer)?
+    /// Was GitHub's default JSON asked for (so a 2xx that is not JSON is a
+    /// broken answer)? Other media types are GitHub's to shape (`.raw+json`
+    /// is the file's bytes).
     fn wants_json(&self) -> bool {
-        self.accept.as_deref().is_none_or(|a| {
-            a.split(',').any(|t| {
-                let t = t.split(';').next().unwrap_or_default().trim();
-                t.ends_with("json") || t == "*/*"
-            })
-        })
+        self.accept.is_none()
     }
 }
 
@@ -201,7 +204,24 @@ pub struct RateLimit {
     pause_until: AtomicU64,
     /// The reset of the last window whose exhaustion was reported.
     reported_reset: AtomicU64,
+    /// `x-ratelimit-resource`, as an index into [`RESOURCES`] (`u64::MAX`:
+    /// not seen).
+    resource: AtomicU64,
 }
+
+/// The rate-limit resources GitHub names in `x-ratelimit-resource`.
+pub const RESOURCES: [&str; 10] = [
+    "core",
+    "search",
+    "graphql",
+    "integration_manifest",
+    "source_import",
+    "code_scanning_upload",
+    "actions_runner_registration",
+    "scim",
+    "dependency_snapshots",
+    "code_search",
+];
 
 /// A copy of [`RateLimit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -216,6 +236,8 @@ pub struct RateLimitSnapshot {
     pub reset: Option<u64>,
     /// True while no upstream call is made (quota spent, reset ahead).
     pub exhausted: bool,
+    /// The resource these figures are for (`core`, `search`, …), if known.
+    pub resource: Option<&'static str>,
 }
 
 impl RateLimit {
@@ -227,6 +249,7 @@ impl RateLimit {
             reset: AtomicU64::new(u64::MAX),
             pause_until: AtomicU64::new(0),
             reported_reset: AtomicU64::new(u64::MAX),
+            resource: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -259,6 +282,10 @@ impl RateLimit {
         if let Some(v) = num("x-ratelimit-remaining") {
             self.remaining.store(v, Ordering::SeqCst);
         }
+        let resource = headers.get("x-ratelimit-resource").and_then(|v| v.to_str().ok());
+        if let Some(i) = resource.and_then(|r| RESOURCES.iter().position(|k| *k == r.trim())) {
+            self.resource.store(i as u64, Ordering::SeqCst);
+        }
         // Secondary rate limits: 403/429 with retry-after (seconds).
         if status == 403 || status == 429 {
             if let Some(secs) = num("retry-after") {
@@ -288,9 +315,13 @@ impl RateLimit {
             used: opt(&self.used),
             reset: opt(&self.reset),
             exhausted: self.blocked_until(unix_now()).is_some(),
+            resource: RESOURCES.get(self.resource.load(Ordering::SeqCst) as usize).copied(),
         }
     }
 }
+
+/// Most client partitions whose rate-limit figures are kept.
+const MAX_CLIENT_RATES: usize = 4096;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
@@ -307,6 +338,9 @@ pub struct Upstream {
     retry_base: Duration,
     max_body: usize,
     rate: RateLimit,
+    /// Rate-limit figures of clients' own tokens, by partition (a leaf
+    /// lock, held to find or add one entry).
+    client_rates: crate::sync::Mutex<std::collections::HashMap<String, Arc<RateLimit>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -382,6 +416,7 @@ impl Upstream {
             retry_base: config.retry_base,
             max_body: config.max_upstream_body_bytes,
             rate: RateLimit::new(),
+            client_rates: crate::sync::Mutex::new(std::collections::HashMap::new()),
             metrics,
         })
     }
@@ -408,6 +443,28 @@ impl Upstream {
     /// The last rate-limit state seen.
     pub fn rate_limit(&self) -> RateLimitSnapshot {
         self.rate.snapshot()
+    }
+
+    /// The last rate-limit state seen for a client's own token (by its
+    /// partition), or the daemon's when `partition` is `None`.
+    pub fn rate_limit_of(&self, partition: Option<&str>) -> RateLimitSnapshot {
+        match partition {
+            None => self.rate.snapshot(),
+            Some(p) => self.client_rate(p).snapshot(),
+        }
+    }
+
+    /// The rate-limit figures of a client partition (kept for at most
+    /// [`MAX_CLIENT_RATES`] partitions; past that the table starts over).
+    fn client_rate(&self, partition: &str) -> Arc<RateLimit> {
+        let mut rates = crate::sync::lock(&self.client_rates);
+        if rates.len() >= MAX_CLIENT_RATES && !rates.contains_key(partition) {
+            rates.clear();
+        }
+        rates
+            .entry(partition.to_string())
+            .or_insert_with(|| Arc::new(RateLimit::new()))
+            .clone()
     }
 
     /// The fetch a single-flight leader runs for `key` (module docs).
@@ -600,6 +657,15 @@ impl Upstream {
         let response = self.exchange(request, req.token.as_ref()).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        if let Err(why) = check_headers(&headers) {
+            self.metrics.upstream_response(None);
+            return Err(UpstreamError {
+                kind: ErrorKind::Invalid,
+                body: Bytes::new(),
+                message: format!("GitHub's answer for {path} refused: {why}"),
+                headers: Vec::new(),
+            });
+        }
         let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
@@ -630,7 +696,7 @@ impl Upstream {
                         .collect::<String>()
                 )));
             }
-            if claims_json(content_type.as_deref()) {
+            if req.wants_json() && claims_json(content_type.as_deref()) {
                 if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
                     return Err(invalid(format!(
                         "GitHub sent invalid JSON for {path} (status {status}): {e}"
@@ -651,12 +717,15 @@ impl Upstream {
         mut request: reqwest::RequestBuilder,
         token: Option<&ClientToken>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if let Some(secret) = token.map(|t| &t.0).or(self.token.as_ref()) {
+        if let Some(secret) = token.map(|t| &t.secret).or(self.token.as_ref()) {
             request = request.header("authorization", format!("Bearer {secret}"));
         }
         match request.send().await {
             Ok(response) => {
-                if token.is_none() {
+                if let Some(client) = token {
+                    self.client_rate(&client.partition)
+                        .observe(response.status().as_u16(), response.headers());
+                } else {
                     self.rate.observe(response.status().as_u16(), response.headers());
                     if let Some(reset) = self.rate.newly_exhausted() {
                         self.metrics.quota_exhausted();
@@ -750,6 +819,22 @@ async fn read_body(mut response: reqwest::Response, limit: usize, path: &str) ->
             Err(e) => return Err(transport(describe(&e))),
         }
     }
+}
+
+/// GitHub's headers are short visible ASCII; an answer with a header over
+/// [`MAX_HEADER_VALUE`](super::response::MAX_HEADER_VALUE) bytes or with
+/// bytes that are not text is not GitHub's, and is neither cached nor
+/// passed on.
+fn check_headers(headers: &reqwest::header::HeaderMap) -> Result<(), String> {
+    for (name, value) in headers {
+        if value.len() > super::response::MAX_HEADER_VALUE {
+            return Err(format!("header {name} is {} bytes long", value.len()));
+        }
+        if value.to_str().is_err() {
+            return Err(format!("header {name} is not text"));
+        }
+    }
+    Ok(())
 }
 
 /// Does this `Content-Type` promise JSON? (None: GitHub always names

@@ -69,10 +69,7 @@ pub async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, header
             .map(str::trim)
             .filter(|v| !v.is_empty() && *v != DEFAULT_API_VERSION)
             .map(str::to_string),
-        credential: token.map(|t| {
-            let partition = app.credential_partition(&t.0);
-            (t, partition)
-        }),
+        credential: token,
     };
     let (key, req) = match api_read(path, query, &variant) {
         Ok(kr) => kr,
@@ -90,7 +87,7 @@ pub async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, header
             &headers,
             method == Method::HEAD,
             &base,
-            variant.credential.is_none(),
+            variant.credential.as_ref().map(|t| t.partition.as_str()),
         ),
         Err(e) => failure(&app, &e, &base),
     }
@@ -118,7 +115,10 @@ fn client_token(app: &App, headers: &HeaderMap) -> Option<ClientToken> {
     }
     match app.config.mcp_token.0.as_deref() {
         Some(mcp) if token_matches(token, mcp) => None,
-        _ => Some(ClientToken(token.to_string())),
+        _ => Some(ClientToken {
+            secret: token.to_string(),
+            partition: app.credential_partition(token),
+        }),
     }
 }
 
@@ -192,9 +192,13 @@ fn cache_mode_header(mode: &str) -> (HeaderName, HeaderValue) {
     )
 }
 
-/// The daemon's view of its quota, as GitHub names it.
-fn rate_limit_headers(app: &App, out: &mut HeaderMap) {
-    let rate = app.upstream.rate_limit();
+/// What the daemon knows now of the quota of the token that asked
+/// (`partition`: a client's own; `None`: the daemon's), as GitHub names it.
+fn rate_limit_headers(app: &App, partition: Option<&str>, out: &mut HeaderMap) {
+    let rate = app.upstream.rate_limit_of(partition);
+    if let Some(resource) = rate.resource {
+        out.insert("x-ratelimit-resource", HeaderValue::from_static(resource));
+    }
     for (name, value) in [
         ("x-ratelimit-limit", rate.limit),
         ("x-ratelimit-remaining", rate.remaining),
@@ -208,7 +212,14 @@ fn rate_limit_headers(app: &App, out: &mut HeaderMap) {
 }
 
 /// A cached answer, replayed (module docs).
-fn answer(app: &App, served: &Served, request: &HeaderMap, head: bool, base: &str, daemon_token: bool) -> Response {
+fn answer(
+    app: &App,
+    served: &Served,
+    request: &HeaderMap,
+    head: bool,
+    base: &str,
+    partition: Option<&str>,
+) -> Response {
     let entry = &served.entry;
     let stored = response::Response::decode(entry.status, &entry.body);
     let upstream_base = app.upstream.base().as_str();
@@ -236,9 +247,7 @@ fn answer(app: &App, served: &Served, request: &HeaderMap, head: bool, base: &st
     if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert(header::ETAG, tag);
     }
-    if daemon_token {
-        rate_limit_headers(app, &mut headers);
-    }
+    rate_limit_headers(app, partition, &mut headers);
     let (name, value) = cache_mode_header(served.mode.as_str());
     headers.insert(name, value);
     let status = if not_modified {
