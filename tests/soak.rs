@@ -820,6 +820,11 @@ async fn run(settings: Settings) {
             node.start();
             pids.lock().unwrap()[RESTARTED] = node.child.as_ref().unwrap().id();
             target.process.fetch_add(1, Ordering::SeqCst);
+            // Back on its ports (the load and its peers know them), or the
+            // reason it is not: a port taken while it was down.
+            if let Err(e) = node.ready(Duration::from_secs(30)).await {
+                tally.fail(format!("daemon {RESTARTED}: {e}"));
+            }
         }
         let t0 = Instant::now();
         let client = new_client();
