@@ -741,6 +741,9 @@ async fn run(settings: Settings) {
                     let took = t0.elapsed();
                     let still = t.up.load(Ordering::SeqCst) && t.generation.load(Ordering::SeqCst) == generation;
                     match stats {
+                        // A fault was injected on it meanwhile (e.g. frozen
+                        // with the call in flight): not its latency.
+                        Ok(_) if !still => continue,
                         Ok(_) => tally.stats_latency(took, &format!("daemon {d} (sampler)")),
                         Err(e) if still => tally.fail(format!("daemon {d}: sampler's stats call failed: {e}")),
                         Err(_) => continue,
