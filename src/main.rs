@@ -51,6 +51,7 @@ Flags (each also a key of the --config TOML file, e.g. github_api_url):
   --bootstrap MULTIADDR    a peer to dial (repeatable), e.g. /ip4/10.0.0.2/tcp/9100
   --mdns true|false        find peers on the LAN [false]
   --swarm-key-file FILE    private swarm key (else GHCACHE_SWARM_KEY, else derived from the GitHub token)
+  --ready-file FILE        once listening, write the bound addresses here (JSON; port 0 shows the real port)
   --no-store               keep the cache in memory only
   --log-json               JSON log lines
   --config FILE            TOML file with the same keys (see deploy/ghcache.example.toml)
@@ -65,6 +66,7 @@ mod daemon {
 
     use ghcache::core::{LifecycleConfig, Node};
     use ghcache::daemon::config::{Config, TokenSource};
+    use ghcache::daemon::ready::{self, P2pReady};
     use ghcache::daemon::{p2p, shutdown, spawn, App, DaemonClock};
 
     /// Runs the daemon; returns the exit code.
@@ -128,10 +130,17 @@ mod daemon {
             ),
             source => tracing::info!(?source, "GitHub token found"),
         }
+        let ready_file = config.ready_file.clone();
+        ready::clear_stale(ready_file.as_deref());
+        let (p2p_ready, p2p_state) = tokio::sync::watch::channel(P2pReady::Starting);
         let p2p_settings = match p2p::settings(&config) {
             Ok(s) => Some(s),
             Err(why) => {
                 tracing::info!("{why}");
+                p2p_ready.send_replace(P2pReady::NotRunning {
+                    state: "off",
+                    error: why,
+                });
                 None
             }
         };
@@ -175,14 +184,17 @@ mod daemon {
                 return 1;
             }
         };
-        let starting = p2p_settings.map(|s| tokio::spawn(p2p::lifecycle(node.clone(), running.app.clone(), s)));
-        shutdown::notify(&format!("READY=1\nSTATUS=listening on {}", running.addr));
+        let announcer = tokio::spawn(ready::announce(ready_file.clone(), running.addr, p2p_state));
+        let starting =
+            p2p_settings.map(|s| tokio::spawn(p2p::lifecycle(node.clone(), running.app.clone(), s, p2p_ready)));
         let signal = signals.recv().await;
         tracing::info!(signal, "shutting down");
         shutdown::notify("STOPPING=1");
         if let Some(task) = starting {
             task.abort();
         }
+        announcer.abort();
+        ready::remove(ready_file.as_deref());
         let app = running.app.clone();
         // Drain 6 s + flush 3 s stays within systemd's and our 10 s.
         running.shutdown(Duration::from_secs(6)).await;

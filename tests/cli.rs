@@ -17,12 +17,21 @@ fn ghcache() -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A GitHub URL at a port held by the returned listener for as long as the
+/// caller keeps it, so no other socket takes the port; nothing here
+/// connects to it.
+fn unused_github() -> (std::net::TcpListener, String) {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", held.local_addr().unwrap());
+    (held, url)
+}
+
+/// A socket for the daemon's sd_notify datagrams (short read timeouts: see
+/// [`recv`]).
+fn notify_socket(path: &std::path::Path) -> UnixDatagram {
+    let sock = UnixDatagram::bind(path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -80,8 +89,7 @@ fn recv(sock: &UnixDatagram, buf: &mut [u8]) -> Option<usize> {
 #[test]
 fn sigterm_stops_cleanly_within_10s_with_sd_notify() {
     let dir = temp_dir("sigterm");
-    let closed = free_port().to_string();
-    let github = format!("http://127.0.0.1:{closed}");
+    let (_github_port, github) = unused_github();
     let data = dir.join("data");
     let (mut child, port, sock) = start_daemon(
         &dir,
@@ -133,7 +141,96 @@ fn sigterm_stops_cleanly_within_10s_with_sd_notify() {
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("test-token"), "the token must never be logged:\n{log}");
     assert!(dir.join("data/cache.redb").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ready"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the ready file goes at a clean stop: {leftovers:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With P2P on port 0 too, the ready file and `STATUS=` name the ports
+/// the kernel chose, the Peer ID is the one the log prints, the P2P port
+/// accepts connections, and a stale file from an earlier run is replaced.
+#[test]
+fn ready_file_names_the_bound_http_and_p2p_addresses() {
+    let dir = temp_dir("ready");
+    let (_github_port, github) = unused_github();
+    let ready = dir.join("ready.json");
+    std::fs::write(&ready, "{\"pid\": 1, \"http\": \"127.0.0.1:1\"}\n").unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = notify_socket(&sock_path);
+    let mut child = KillOnDrop(
+        ghcache()
+            .args([
+                "daemon",
+                "--listen",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-store",
+            ])
+            .args(["--github-api-url", &github, "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 512];
+    let n = recv(&sock, &mut buf).expect("READY=1 within 20 s");
+    let notified = std::str::from_utf8(&buf[..n]).unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(v["pid"], child.id(), "{v}");
+    assert_eq!(v["p2p"], "listening", "{v}");
+    let http = v["http"].as_str().unwrap();
+    let http_port: u16 = http.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+    let p2p = v["p2p_listen"][0].as_str().unwrap();
+    let p2p_port: u16 = p2p.strip_prefix("/ip4/127.0.0.1/tcp/").unwrap().parse().unwrap();
+    assert!(http_port != 0 && p2p_port != 0, "{v}");
+    let peer_id = v["peer_id"].as_str().unwrap();
+    assert!(
+        notified.starts_with(&format!(
+            "READY=1\nSTATUS=listening on {http}; P2P on {p2p} as {peer_id}"
+        )),
+        "{notified:?}"
+    );
+    std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("HTTP port accepts");
+    std::net::TcpStream::connect(("127.0.0.1", p2p_port)).expect("P2P port accepts");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains(&format!("Peer ID: {peer_id}")), "{log}");
+    assert!(log.contains("removed a ready file left by an earlier run"), "{log}");
+    assert!(!ready.exists(), "the ready file goes at a clean stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ready_file_is_a_key_like_the_others() {
+    use ghcache::daemon::config::Config;
+    let c = Config::from_args(["--ready-file".to_string(), "/run/ghcache/ready.json".to_string()]).unwrap();
+    assert_eq!(
+        c.ready_file.as_deref(),
+        Some(std::path::Path::new("/run/ghcache/ready.json"))
+    );
+    let mut c = Config::default();
+    assert_eq!(c.ready_file, None);
+    c.apply_toml("ready_file = \"/tmp/r.json\"\n").unwrap();
+    assert_eq!(c.ready_file.as_deref(), Some(std::path::Path::new("/tmp/r.json")));
+    let e = Config::from_args(["--ready-file=".to_string()]).unwrap_err();
+    assert!(e.0.contains("`ready_file`"), "{e}");
 }
 
 #[test]
@@ -146,20 +243,23 @@ fn example_config_is_valid() {
     assert_eq!(config.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
 }
 
-/// Starts the binary with `args` and a fresh notify socket in `dir`,
-/// waits for READY=1; returns the child (stderr piped), its port and the
-/// socket (for STOPPING=1).
+/// Starts the binary with `args`, a fresh notify socket and a ready file in
+/// `dir`, waits for READY=1; returns the child (stderr piped), its HTTP
+/// port (from the ready file, checked against `STATUS=`) and the socket
+/// (for STOPPING=1).
 fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixDatagram) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let sock_path = dir.join(format!("notify-{nanos}.sock"));
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let ready_path = dir.join(format!("ready-{nanos}.json"));
+    let sock = notify_socket(&sock_path);
     let mut child = ghcache()
         .arg("daemon")
         .args(args)
+        .arg("--ready-file")
+        .arg(&ready_path)
         .env("NOTIFY_SOCKET", &sock_path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -172,11 +272,15 @@ fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixD
         child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
         panic!("no READY=1 within 20 s; log:\n{log}");
     };
-    // The daemon bound port 0 and says where it listens.
+    // The daemon bound port 0 and says where it listens, in the file and
+    // in STATUS=.
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready_path).unwrap()).unwrap();
+    let addr = file["http"].as_str().unwrap_or_else(|| panic!("{file}"));
     let ready = std::str::from_utf8(&buf[..n]).unwrap();
-    let addr = ready
-        .strip_prefix("READY=1\nSTATUS=listening on ")
-        .unwrap_or_else(|| panic!("{ready:?}"));
+    assert!(
+        ready.starts_with(&format!("READY=1\nSTATUS=listening on {addr};")),
+        "{ready:?}"
+    );
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     (KillOnDrop(child), port, sock)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::node::{proc_figures, wait_mesh, Node};
-use common::{free_port, FakeGithub};
+use common::FakeGithub;
 
 async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
     let mut calls = Vec::new();
@@ -99,6 +99,7 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     // Restarted with the same data directory: the same Peer ID, and it
     // rejoins the mesh.
     n2.start();
+    n2.wait_ready(Duration::from_secs(20)).await;
     wait_mesh(&[&n0, &n1, &n2], 2).await;
     let again = n2.stats().await["peer_id"].as_str().unwrap().to_string();
     assert_eq!(again, ids[2]);
@@ -123,6 +124,7 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     // the others redial it (with backoff) and the mesh forms again.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     n0.start();
+    n0.wait_ready(Duration::from_secs(20)).await;
     wait_mesh(&[&n0, &n1, &n2], 2).await;
     assert!(
         n1.log().contains("bootstrap peer unreachable"),
@@ -139,12 +141,11 @@ async fn no_swarm_key_and_no_token_keeps_p2p_off_and_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log_path = dir.join("stderr.log");
-    let http = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ghcache"))
         .args([
             "daemon",
             "--listen",
-            &format!("127.0.0.1:{http}"),
+            "127.0.0.1:0",
             "--p2p-listen",
             "/ip4/127.0.0.1/tcp/0",
             "--no-store",
@@ -316,9 +317,11 @@ async fn bench_fleet(size: usize, keys: u32, p2p: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
     let github = FakeGithub::start().await;
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The test is about a fixed port: one outside the ephemeral range, so
+    // that once released no other socket takes it before the daemon does.
+    let taken = common::fixed_port_listener();
     let port = taken.local_addr().unwrap().port();
-    // A later --p2p-listen overrides the one Node::spawn picks.
+    // A later --p2p-listen overrides Node::spawn's port 0.
     let node = Node::spawn(
         "busy",
         &github.url(),
@@ -350,6 +353,17 @@ async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
             .is_some_and(|e| e.contains("in use")),
         "{stats}"
     );
+    // Ready all the same (it serves locally), and the ready file says why
+    // P2P does not run.
+    let ready =
+        |node: &Node| -> Value { serde_json::from_str(&std::fs::read_to_string(node.ready_file()).unwrap()).unwrap() };
+    let r = ready(&node);
+    assert_eq!(
+        (r["p2p"].as_str(), r["peer_id"].is_null()),
+        (Some("retrying"), true),
+        "{r}"
+    );
+    assert!(r["p2p_error"].as_str().is_some_and(|e| e.contains("in use")), "{r}");
     // Local-only meanwhile: reads work.
     let v = node.call("gh_get_repo", json!({"repo": "o/busy"})).await;
     assert_eq!(v["result"]["cache_mode"], "miss", "{v}");
@@ -361,6 +375,15 @@ async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(node.log().matches("Peer ID: ").count(), 1, "{}", node.log());
+    // The ready file is replaced: it now names the P2P address.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&node)["p2p"] != "listening" {
+        assert!(Instant::now() < deadline, "ready file not updated: {}", ready(&node));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = ready(&node);
+    assert_eq!(r["p2p_listen"], json!([format!("/ip4/127.0.0.1/tcp/{port}")]), "{r}");
+    assert_eq!(r["peer_id"], node.stats().await["peer_id"], "{r}");
     let _ = std::fs::remove_dir_all(&node.dir);
 }
 

@@ -3,8 +3,6 @@
 //! file descriptor behind.
 #![cfg(feature = "daemon")]
 
-mod common;
-
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -12,9 +10,8 @@ use futures::future::BoxFuture;
 use ghcache::core::P2pHost;
 use ghcache::daemon::p2p::{self, wire, Client, Limits, P2pMetrics, Responder, Settings};
 use libp2p::pnet::PreSharedKey;
+use libp2p::Multiaddr;
 use std::sync::Arc;
-
-use common::free_port;
 
 struct Fixed;
 
@@ -42,14 +39,12 @@ impl Responder for Fixed {
     }
 }
 
-fn settings(name: &str, port: u16, psk: PreSharedKey, bootstrap: Option<u16>) -> Settings {
+/// Settings listening on port 0: the bound address comes from the node.
+fn settings(name: &str, psk: PreSharedKey, bootstrap: Option<&Multiaddr>) -> Settings {
     let dir = std::env::temp_dir().join(format!("ghcache-p2p-{name}-{}", std::process::id()));
     Settings {
-        listen: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
-        bootstrap: bootstrap
-            .map(|b| format!("/ip4/127.0.0.1/tcp/{b}").parse().unwrap())
-            .into_iter()
-            .collect(),
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        bootstrap: bootstrap.cloned().into_iter().collect(),
         mdns: false,
         psk,
         data_dir: dir,
@@ -58,8 +53,23 @@ fn settings(name: &str, port: u16, psk: PreSharedKey, bootstrap: Option<u16>) ->
     }
 }
 
-fn start(s: Settings, rt: &tokio::runtime::Runtime) -> (Box<dyn P2pHost>, Client) {
-    p2p::start(s, rt.handle(), Arc::new(Fixed), Arc::new(P2pMetrics::default())).unwrap()
+/// Starts a node and waits for the address it bound.
+fn start(s: Settings, rt: &tokio::runtime::Runtime) -> (Box<dyn P2pHost>, Client, Multiaddr) {
+    let (host, client) = p2p::start(s, rt.handle(), Arc::new(Fixed), Arc::new(P2pMetrics::default())).unwrap();
+    let addrs = rt.block_on(client.listening(Duration::from_secs(10))).unwrap();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    let addr = addrs[0].clone();
+    assert_ne!(tcp_port(&addr), 0, "the bound port, not the one asked for: {addr}");
+    (host, client, addr)
+}
+
+fn tcp_port(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap()
 }
 
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -88,10 +98,10 @@ fn private_swarm_entries_garbage_and_fds() {
 
     let key = p2p::derive_psk("test-token");
     let other = p2p::derive_psk("another-token");
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let (ha, ca) = start(settings("a", pa, key, None), &rt);
-    let (hb, cb) = start(settings("b", pb, key, Some(pa)), &rt);
-    let (hc, cc) = start(settings("c", pc, other, Some(pa)), &rt);
+    let (ha, ca, a_addr) = start(settings("a", key, None), &rt);
+    let (hb, cb, _) = start(settings("b", key, Some(&a_addr)), &rt);
+    let (hc, cc, _) = start(settings("c", other, Some(&a_addr)), &rt);
+    let pa = tcp_port(&a_addr);
 
     wait_until("a and b to connect", 10, || {
         ca.connected().len() == 1 && cb.connected().len() == 1

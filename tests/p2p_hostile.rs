@@ -4,8 +4,6 @@
 //! panic, counts the bad frames, and keeps serving well-behaved peers.
 #![cfg(feature = "daemon")]
 
-mod common;
-
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,11 +100,10 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         .build()
         .unwrap();
     let psk = p2p::derive_psk("test-token");
-    let port = common::free_port();
     let dir = std::env::temp_dir().join(format!("ghcache-p2p-hostile-{}", std::process::id()));
     let metrics = Arc::new(P2pMetrics::default());
     let settings = Settings {
-        listen: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
         bootstrap: Vec::new(),
         mdns: false,
         psk,
@@ -114,7 +111,9 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         request_timeout: Duration::from_secs(3),
         limits: Limits::default(),
     };
-    let (host, _client) = p2p::start(settings, rt.handle(), Arc::new(Fixed), metrics.clone()).unwrap();
+    let (host, client) = p2p::start(settings, rt.handle(), Arc::new(Fixed), metrics.clone()).unwrap();
+    // The address the node bound (port 0 asked for).
+    let node_addr = rt.block_on(client.listening(Duration::from_secs(10))).unwrap()[0].clone();
 
     let _guard = rt.enter();
     let mut evil = libp2p::SwarmBuilder::with_new_identity()
@@ -168,12 +167,7 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         ),
     ];
     let answers: Vec<(String, Result<Vec<u8>, String>)> = rt.block_on(async {
-        evil.dial(
-            format!("/ip4/127.0.0.1/tcp/{port}")
-                .parse::<libp2p::Multiaddr>()
-                .unwrap(),
-        )
-        .unwrap();
+        evil.dial(node_addr.clone()).unwrap();
         let mut ids = std::collections::HashMap::new();
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);

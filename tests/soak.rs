@@ -741,6 +741,9 @@ async fn run(settings: Settings) {
                     let took = t0.elapsed();
                     let still = t.up.load(Ordering::SeqCst) && t.generation.load(Ordering::SeqCst) == generation;
                     match stats {
+                        // A fault was injected on it meanwhile (e.g. frozen
+                        // with the call in flight): not its latency.
+                        Ok(_) if !still => continue,
                         Ok(_) => tally.stats_latency(took, &format!("daemon {d} (sampler)")),
                         Err(e) if still => tally.fail(format!("daemon {d}: sampler's stats call failed: {e}")),
                         Err(_) => continue,
@@ -820,6 +823,11 @@ async fn run(settings: Settings) {
             node.start();
             pids.lock().unwrap()[RESTARTED] = node.child.as_ref().unwrap().id();
             target.process.fetch_add(1, Ordering::SeqCst);
+            // Back on its ports (the load and its peers know them), or the
+            // reason it is not: a port taken while it was down.
+            if let Err(e) = node.ready(Duration::from_secs(30)).await {
+                tally.fail(format!("daemon {RESTARTED}: {e}"));
+            }
         }
         let t0 = Instant::now();
         let client = new_client();

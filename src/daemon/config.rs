@@ -19,6 +19,7 @@
 //! | `bootstrap` | `[]` | peers to dial (flag repeatable; TOML list), e.g. `/ip4/10.0.0.2/tcp/9100` |
 //! | `mdns` | `false` | find peers on the LAN with mDNS |
 //! | `swarm_key_file` | none | swarm key file (`/key/swarm/psk/1.0.0/`); env `GHCACHE_SWARM_KEY` holds the key itself; neither: derived from the GitHub token |
+//! | `ready_file` | none | once listening, write the bound addresses here as JSON (see `daemon::ready`) |
 //! | `log_json` | `false` | JSON log lines |
 //! | `store` | `true` | persist entries under `data_dir` |
 //! | `max_concurrent_upstream` | 25 | GitHub requests at once |
@@ -111,6 +112,8 @@ pub struct Config {
     pub swarm_key_file: Option<PathBuf>,
     /// Swarm key text from `GHCACHE_SWARM_KEY`.
     pub swarm_key: Secret,
+    /// Where to write the bound addresses once listening ([`super::ready`]).
+    pub ready_file: Option<PathBuf>,
     /// JSON logs.
     pub log_json: bool,
     /// Persist entries.
@@ -208,6 +211,7 @@ impl Default for Config {
             mdns: false,
             swarm_key_file: None,
             swarm_key: Secret(None),
+            ready_file: None,
             log_json: false,
             store: true,
             max_concurrent_upstream: 25,
@@ -397,6 +401,13 @@ impl Config {
                     return Err(bad(key, "must not be empty"));
                 }
                 self.swarm_key_file = Some(PathBuf::from(s));
+            }
+            "ready_file" => {
+                let s = raw.string(key)?;
+                if s.is_empty() {
+                    return Err(bad(key, "must not be empty"));
+                }
+                self.ready_file = Some(PathBuf::from(s));
             }
             "log_json" => self.log_json = raw.boolean(key)?,
             "store" => self.store = raw.boolean(key)?,

@@ -33,6 +33,8 @@
 //! - [`p2p`]: the libp2p node: a key's owner among the peers is asked
 //!   before GitHub, in the leader's path only (see [`App::read`]).
 //! - [`shutdown`]: signals and sd_notify.
+//! - [`ready`]: the ready file and sd_notify `READY=1`/`STATUS=`, naming
+//!   the bound addresses once both listeners are up.
 
 pub mod api_base;
 pub mod budget;
@@ -43,6 +45,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod p2p;
 pub mod private_fs;
+pub mod ready;
 pub mod response;
 pub mod shutdown;
 pub mod store;
@@ -781,7 +784,9 @@ pub struct Running {
     mcp_cancel: CancellationToken,
 }
 
-/// Binds `app.config.listen` and serves. Returns once listening.
+/// Binds `app.config.listen` and serves. Returns once listening;
+/// [`Running::addr`] is the address bound (the port the kernel chose when
+/// `listen` asks for port 0).
 pub async fn spawn(app: App) -> Result<Running, String> {
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await

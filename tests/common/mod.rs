@@ -175,13 +175,25 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     r
 }
 
-/// A TCP port that was free a moment ago, on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A listener on 127.0.0.1 at a port outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), for tests about a fixed
+/// port: once it is dropped, no outgoing connection and no port-0 bind can
+/// take the port. Starts at a random port below the range (concurrent
+/// test runs on one machine) and takes the first free one.
+pub fn fixed_port_listener() -> std::net::TcpListener {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32768);
+    assert!(low > 12_000, "the ephemeral range starts at {low}: no room below it");
+    let span = 10_000;
+    let start = fastrand::u16(0..span);
+    (0..span)
+        .map(|i| low - span + (start + i) % span)
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .expect("a free port below the ephemeral range")
 }
 
 pub struct Daemon {

@@ -1,19 +1,37 @@
 //! `ghcache daemon` processes on 127.0.0.1 for fleet, soak and fault
 //! tests: spawn with a fresh data directory, kill, restart with the same
 //! arguments, call tools over /jsonrpc, read /proc figures.
+//!
+//! # Ports
+//! No port is picked by the harness. A node's first start listens on port
+//! 0 (HTTP and P2P) and the harness reads the ports the kernel chose from
+//! the daemon's ready file (`--ready-file`, written once both listeners
+//! are bound): [`Node::spawn`] returns once it is there, so `node.http`
+//! and `node.p2p` are known and later nodes can bootstrap from `node.p2p`.
+//! A restart ([`Node::start`]) asks for the same ports again, so peers and
+//! clients that know them find the node; if another socket took one while
+//! the node was down, waiting for the node ([`Node::wait_ready`],
+//! [`Node::ready`]) says so — `port N was taken by another socket` —
+//! instead of timing out later on a mesh.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::free_port;
+/// How long a spawned node may take to write its ready file.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Node {
     pub child: Option<Child>,
+    /// The HTTP port, from the ready file (0 before the first start).
     pub http: u16,
+    /// The P2P port, from the ready file (0 while P2P does not listen).
     pub p2p: u16,
     pub dir: std::path::PathBuf,
+    /// The daemon's flags after the listen addresses and the ready file
+    /// (a later flag overrides an earlier one: `extra` may set
+    /// `--p2p-listen`).
     pub args: Vec<String>,
     pub client: reqwest::Client,
     /// A command line the binary runs under (`unshare -m sh -c '... exec
@@ -30,6 +48,9 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Starts a node with a fresh data directory and waits (blocking, at
+    /// most [`READY_TIMEOUT`]) for its ready file; `bootstrap` is another
+    /// node's `p2p` port.
     pub fn spawn(name: &str, github: &str, bootstrap: Option<u16>, extra: &[&str]) -> Node {
         Node::spawn_with(name, github, bootstrap, extra, &[], &[])
     }
@@ -46,13 +67,7 @@ impl Node {
         let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (http, p2p) = (free_port(), free_port());
         let mut args: Vec<String> = [
-            "daemon",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--p2p-listen",
-            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
             "--github-api-url",
             github,
             "--data-dir",
@@ -71,8 +86,8 @@ impl Node {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut node = Node {
             child: None,
-            http,
-            p2p,
+            http: 0,
+            p2p: 0,
             dir,
             args,
             client: reqwest::Client::new(),
@@ -80,10 +95,29 @@ impl Node {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         node.start();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match node.poll_ready() {
+                Some(Ok(())) => break,
+                Some(Err(e)) => panic!("{e}"),
+                None if Instant::now() > deadline => {
+                    panic!("no ready file within {READY_TIMEOUT:?}; log:\n{}", node.log())
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
         node
     }
 
+    /// The daemon's ready file.
+    pub fn ready_file(&self) -> std::path::PathBuf {
+        self.dir.join("ready.json")
+    }
+
+    /// Starts the process (does not wait: see [`Node::wait_ready`]). On a
+    /// restart it asks for the ports it had.
     pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.ready_file());
         let log = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
         let bin = env!("CARGO_BIN_EXE_ghcache");
         let mut command = match self.prefix.split_first() {
@@ -95,6 +129,11 @@ impl Node {
             }
         };
         let child = command
+            .arg("daemon")
+            .args(["--listen", &format!("127.0.0.1:{}", self.http)])
+            .args(["--p2p-listen", &format!("/ip4/127.0.0.1/tcp/{}", self.p2p)])
+            .arg("--ready-file")
+            .arg(self.ready_file())
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("GITHUB_TOKEN", "test-token")
@@ -124,10 +163,77 @@ impl Node {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Waits until /healthz answers; panics with the log when the process
-    /// exits first or `timeout` passes.
+    /// One look at the started process: `None` while its ready file is not
+    /// there; `Some(Ok)` once it is (the ports read into `http` and `p2p`);
+    /// `Some(Err)` when the process exited first, or a port asked for again
+    /// on a restart was taken by another socket, saying which.
+    pub fn poll_ready(&mut self) -> Option<Result<(), String>> {
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+            let log = self.log();
+            let taken = if self.http != 0 && log.contains(&format!("cannot listen on 127.0.0.1:{}", self.http)) {
+                format!(
+                    "HTTP port {} was taken by another socket while the node was down; ",
+                    self.http
+                )
+            } else {
+                String::new()
+            };
+            return Some(Err(format!(
+                "{taken}the daemon exited ({status}) before it was ready; log:\n{log}"
+            )));
+        }
+        let text = std::fs::read_to_string(self.ready_file()).ok()?;
+        let ready: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(format!("unreadable ready file ({e}): {text:?}"))),
+        };
+        let port_of = |addr: &str| addr.rsplit(['/', ':']).next().and_then(|p| p.parse::<u16>().ok());
+        let Some(http) = ready["http"].as_str().and_then(port_of) else {
+            return Some(Err(format!("no HTTP address in the ready file: {ready}")));
+        };
+        self.http = http;
+        if ready["p2p"] == "retrying" && self.p2p != 0 {
+            let error = ready["p2p_error"].as_str().unwrap_or_default();
+            if error.contains(&format!("/tcp/{}", self.p2p)) && error.contains("in use") {
+                return Some(Err(format!(
+                    "P2P port {} was taken by another socket while the node was down: {error}",
+                    self.p2p
+                )));
+            }
+        }
+        self.p2p = match ready["p2p_listen"].as_array().and_then(|a| a.first()) {
+            Some(addr) => addr
+                .as_str()
+                .and_then(port_of)
+                .unwrap_or_else(|| panic!("bad P2P address in the ready file: {ready}")),
+            None => 0,
+        };
+        Some(Ok(()))
+    }
+
+    /// Waits (at most `timeout`) for the ready file; the error says why
+    /// not (see [`Node::poll_ready`]).
+    pub async fn ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.poll_ready() {
+                Some(done) => return done,
+                None if Instant::now() > deadline => {
+                    return Err(format!("no ready file within {timeout:?}; log:\n{}", self.log()))
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits for the ready file, then until /healthz answers; panics with
+    /// the reason and the log when the process exits first, a port was
+    /// taken, or `timeout` passes.
     pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        if let Err(e) = self.ready(timeout).await {
+            panic!("{e}");
+        }
         let url = format!("http://127.0.0.1:{}/healthz", self.http);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -194,8 +300,13 @@ pub async fn wait_mesh(nodes: &[&Node], peers: u64) {
         }
         if Instant::now() > deadline {
             let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
+            let taken: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.p2p != 0 && n.log().contains(&format!("/tcp/{}: ", n.p2p)) && n.log().contains("in use"))
+                .map(|n| format!("P2P port {} was taken by another socket", n.p2p))
+                .collect();
             panic!(
-                "no full mesh within 30 s: peer counts {counts:?}\n{}",
+                "no full mesh within 30 s: peer counts {counts:?} {taken:?}\n{}",
                 logs.join("\n-----\n")
             );
         }

@@ -10,8 +10,15 @@
 //! The shape is rust-libp2p's file-sharing example: a cloneable [`Client`]
 //! sends commands over a channel to one `EventLoop` task, which alone owns
 //! the `Swarm`. Nothing else touches the swarm, so there is no lock around
-//! it; the set of connected peers is published through a `watch` channel
-//! that readers clone from.
+//! it; the set of connected peers and the addresses the node listens on
+//! are published through `watch` channels that readers clone from.
+//!
+//! # Listen addresses
+//! `listen_on` binds the socket before [`start`] returns (a port in use
+//! fails the start), but the address actually bound (the port the kernel
+//! chose for `/tcp/0`) is reported only by the swarm's `NewListenAddr`
+//! event, which the event loop publishes: [`Client::listening`] waits for
+//! it, [`Client::listen_addrs`] reads it.
 //!
 //! # Owner of a key
 //! Rendezvous (highest-random-weight) hashing over the connected peers plus
@@ -62,6 +69,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::Config;
+use super::ready::P2pReady;
 use super::App;
 use crate::core::{CacheKey, Node, P2pHost, StartError, StartOutcome};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering, StdArc as Arc};
@@ -331,6 +339,7 @@ pub struct Client {
     local: PeerId,
     tx: mpsc::Sender<Command>,
     connected: watch::Receiver<Arc<Vec<PeerId>>>,
+    listen: watch::Receiver<Arc<Vec<Multiaddr>>>,
     timeout: Duration,
     /// Counters.
     pub metrics: Arc<P2pMetrics>,
@@ -353,6 +362,25 @@ impl Client {
     /// Peers connected now.
     pub fn connected(&self) -> Arc<Vec<PeerId>> {
         self.connected.borrow().clone()
+    }
+
+    /// The addresses the node listens on now (as bound: a `/tcp/0` asked
+    /// for shows the port the kernel chose). Empty until the event loop has
+    /// seen the listener's first address.
+    pub fn listen_addrs(&self) -> Arc<Vec<Multiaddr>> {
+        self.listen.borrow().clone()
+    }
+
+    /// Waits (at most `timeout`) until the node listens on at least one
+    /// address, and returns its addresses.
+    pub async fn listening(&self, timeout: Duration) -> Result<Arc<Vec<Multiaddr>>, String> {
+        let mut rx = self.listen.clone();
+        let addrs = match tokio::time::timeout(timeout, rx.wait_for(|a| !a.is_empty())).await {
+            Ok(Ok(addrs)) => Ok(addrs.clone()),
+            Ok(Err(_)) => Err("P2P node stopped before it listened".into()),
+            Err(_) => Err(format!("P2P node not listening after {timeout:?}")),
+        };
+        addrs
     }
 
     /// The owner of `key` over the connected set plus this node.
@@ -608,12 +636,14 @@ pub fn start(
 
     let (tx, rx) = mpsc::channel(256);
     let (connected_tx, connected) = watch::channel(Arc::new(Vec::new()));
+    let (listen_tx, listen) = watch::channel(Arc::new(Vec::new()));
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let client = Client {
         local,
         tx: tx.clone(),
         connected,
+        listen,
         timeout: request_timeout,
         metrics: metrics.clone(),
     };
@@ -635,6 +665,7 @@ pub fn start(
         responder,
         metrics,
         connected: connected_tx,
+        listen: listen_tx,
         pending: HashMap::new(),
         px_pending: HashSet::new(),
         last_change: Instant::now(),
@@ -677,6 +708,8 @@ struct EventLoop {
     responder: Arc<dyn Responder>,
     metrics: Arc<P2pMetrics>,
     connected: watch::Sender<Arc<Vec<PeerId>>>,
+    /// The addresses listened on, as the swarm reported them.
+    listen: watch::Sender<Arc<Vec<Multiaddr>>>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, String>>>,
     px_pending: HashSet<OutboundRequestId>,
     known: HashMap<PeerId, Known>,
@@ -718,6 +751,11 @@ impl EventLoop {
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
         self.connected.send_replace(Arc::new(peers));
+    }
+
+    fn publish_listen_addrs(&mut self) {
+        let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        self.listen.send_replace(Arc::new(addrs));
     }
 
     fn on_tick(&mut self) {
@@ -803,7 +841,18 @@ impl EventLoop {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "P2P listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "P2P listening");
+                self.publish_listen_addrs();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "P2P no longer listening");
+                self.publish_listen_addrs();
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                tracing::warn!(?addresses, ?reason, "P2P listener closed");
+                self.publish_listen_addrs();
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -1033,13 +1082,22 @@ impl Responder for AppResponder {
     }
 }
 
+/// How long [`lifecycle`] waits for a started node to report its listen
+/// address (it comes with the event loop's first poll).
+const LISTEN_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Starts the node through the core's lifecycle (so at most once at a time,
 /// never after shutdown), retrying after failures with the lifecycle's
 /// backoff until it runs, degrades or is shut down. On success the client
 /// is published in [`App::p2p`]. The responder holds the app; the cycle
 /// (app → client → event loop → responder → app) ends when the host stops.
-pub async fn lifecycle(node: Arc<Node>, app: Arc<App>, settings: Settings) {
+///
+/// Each outcome is reported on `ready` ([`super::ready`]): the bound
+/// addresses once the listener reported them, or why the node does not
+/// run (`retrying` after a failed start, `degraded`, `off`).
+pub async fn lifecycle(node: Arc<Node>, app: Arc<App>, settings: Settings, ready: watch::Sender<P2pReady>) {
     let handle = tokio::runtime::Handle::current();
+    let not_running = |state, error: String| ready.send_replace(P2pReady::NotRunning { state, error });
     loop {
         let (n, a, s, h) = (node.clone(), app.clone(), settings.clone(), handle.clone());
         let attempt = tokio::task::spawn_blocking(move || {
@@ -1057,7 +1115,20 @@ pub async fn lifecycle(node: Arc<Node>, app: Arc<App>, settings: Settings) {
         match outcome {
             StartOutcome::Running { .. } => {
                 if let Some(c) = client {
-                    app.p2p.send_replace(Some(c));
+                    app.p2p.send_replace(Some(c.clone()));
+                    // The listener is bound; its address comes with the
+                    // event loop's first poll.
+                    let addrs = match c.listening(LISTEN_REPORT_TIMEOUT).await {
+                        Ok(addrs) => addrs,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "P2P listen address not reported");
+                            c.listen_addrs()
+                        }
+                    };
+                    ready.send_replace(P2pReady::Listening {
+                        peer_id: c.local_peer_id().to_string(),
+                        addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                    });
                 }
                 return;
             }
@@ -1069,8 +1140,10 @@ pub async fn lifecycle(node: Arc<Node>, app: Arc<App>, settings: Settings) {
                 tracing::warn!(%error, failures, degraded, "P2P start failed");
                 if degraded {
                     tracing::warn!("P2P degraded to local-only after repeated failures");
+                    not_running("degraded", error.to_string());
                     return;
                 }
+                not_running("retrying", error.to_string());
             }
             StartOutcome::BackingOff { retry_at } => {
                 let wait = retry_at.since(app.cache.now()).max(Duration::from_millis(10));
@@ -1078,9 +1151,17 @@ pub async fn lifecycle(node: Arc<Node>, app: Arc<App>, settings: Settings) {
             }
             StartOutcome::Degraded => {
                 tracing::warn!("P2P degraded to local-only after repeated failures");
+                not_running("degraded", "repeated start failures".into());
                 return;
             }
-            StartOutcome::Disabled | StartOutcome::ShutDown => return,
+            StartOutcome::Disabled => {
+                not_running("off", "disabled".into());
+                return;
+            }
+            StartOutcome::ShutDown => {
+                not_running("off", "shut down".into());
+                return;
+            }
         }
     }
 }
