@@ -47,7 +47,9 @@
 //!
 //! # The queues
 //! Entries sit in one of two FIFO queues, each threaded through a slab by
-//! slot index (O(1) push, unlink and pop, whatever the size):
+//! slot index (O(1) push, unlink and pop, whatever the size). The hash
+//! index holds each key's value and read counter beside its slot number, so
+//! a hit touches one bucket and never the slab:
 //! - **small**: where a key new to the cache starts. It aims at
 //!   [`SMALL_PERCENT`] of the bounds. Its oldest entry, when small is over
 //!   its share, either moves to main (it was read while in small) or is
@@ -99,15 +101,24 @@ pub enum Queue {
     Main,
 }
 
-struct Slot<V> {
-    key: CacheKey,
+/// What the index holds per key: everything a hit needs, so a hit reads one
+/// hash-table bucket (and the value it hands out), never the queue slot.
+struct Indexed<V> {
     value: V,
+    /// The key's queue slot.
+    slot: u32,
+    /// Reads counted (0 to [`MAX_FREQ`]).
+    freq: u8,
+}
+
+/// A key's place in its queue.
+struct Slot {
+    key: CacheKey,
     weight: usize,
     /// Towards the newer end of its queue.
     prev: u32,
     /// Towards the older end of its queue.
     next: u32,
-    freq: u8,
     queue: Queue,
 }
 
@@ -168,8 +179,8 @@ impl Ghost {
 
 /// See the module docs.
 pub(crate) struct S3Fifo<V> {
-    index: HashMap<CacheKey, u32, PrehashedKey>,
-    slots: Vec<Option<Slot<V>>>,
+    index: HashMap<CacheKey, Indexed<V>, PrehashedKey>,
+    slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     small: List,
     main: List,
@@ -217,25 +228,25 @@ impl<V> S3Fifo<V> {
     /// The value for `key`, counted as read (a counter at the top is left
     /// alone: nothing is written).
     pub(crate) fn get(&mut self, key: &CacheKey) -> Option<&V> {
-        let i = *self.index.get(key)?;
-        let slot = self.slot_mut(i);
-        if slot.freq < MAX_FREQ {
-            slot.freq += 1;
+        let found = self.index.get_mut(key)?;
+        if found.freq < MAX_FREQ {
+            found.freq += 1;
         }
-        Some(&self.slot(i).value)
+        Some(&found.value)
     }
 
     /// Inserts `value` weighing `weight` bytes, or replaces the value held
     /// for `key` in place (counted as a read); returns the value replaced.
     /// Call [`S3Fifo::evict`] afterwards until it returns `None`.
     pub(crate) fn insert(&mut self, key: CacheKey, value: V, weight: usize) -> Option<V> {
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(found) = self.index.get_mut(&key) {
+            found.freq = (found.freq + 1).min(MAX_FREQ);
+            let old = std::mem::replace(&mut found.value, value);
+            let i = found.slot;
             self.newest = i;
-            let queue = self.slot(i).queue;
             let slot = self.slot_mut(i);
             let old_weight = std::mem::replace(&mut slot.weight, weight);
-            slot.freq = (slot.freq + 1).min(MAX_FREQ);
-            let old = std::mem::replace(&mut slot.value, value);
+            let queue = slot.queue;
             let list = self.list_mut(queue);
             list.bytes = list.bytes - old_weight + weight;
             return Some(old);
@@ -247,11 +258,9 @@ impl<V> S3Fifo<V> {
         };
         let slot = Slot {
             key: key.clone(),
-            value,
             weight,
             prev: NIL,
             next: NIL,
-            freq: 0,
             queue,
         };
         let i = match self.free.pop() {
@@ -264,7 +273,14 @@ impl<V> S3Fifo<V> {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 entries per shard")
             }
         };
-        self.index.insert(key, i);
+        self.index.insert(
+            key,
+            Indexed {
+                value,
+                slot: i,
+                freq: 0,
+            },
+        );
         self.push_front(i, queue);
         self.newest = i;
         None
@@ -281,7 +297,7 @@ impl<V> S3Fifo<V> {
                 || self.small.bytes.saturating_mul(100) > self.max_bytes.saturating_mul(SMALL_PERCENT);
             if small_ok && (small_over || !main_ok) {
                 let tail = self.small.tail;
-                if self.slot(tail).freq == 0 {
+                if self.freq(tail) == 0 {
                     let (key, value) = self.release(tail);
                     self.ghost.push(key.hash_value(), self.len() * GHOST_PERCENT / 100);
                     return Some((key, value));
@@ -290,19 +306,19 @@ impl<V> S3Fifo<V> {
                 // newest entry can only be small's tail with others ahead
                 // of it after an in-place update, which counts as a read.)
                 self.unlink(tail);
-                self.slot_mut(tail).freq = 0;
+                *self.freq_mut(tail) = 0;
                 self.push_front(tail, Queue::Main);
             } else {
                 assert!(main_ok, "over a bound with only the newest entry, which fits alone");
                 let tail = self.main.tail;
-                if tail != self.newest && self.slot(tail).freq == 0 {
+                if tail != self.newest && self.freq(tail) == 0 {
                     return Some(self.release(tail));
                 }
                 // A second chance: one read less (the newest entry is passed
                 // over unchanged).
                 self.unlink(tail);
                 if tail != self.newest {
-                    self.slot_mut(tail).freq -= 1;
+                    *self.freq_mut(tail) -= 1;
                 }
                 self.push_front(tail, Queue::Main);
             }
@@ -312,13 +328,18 @@ impl<V> S3Fifo<V> {
 
     /// Removes `key`'s entry (not remembered in the ghost).
     pub(crate) fn remove(&mut self, key: &CacheKey) -> Option<V> {
-        let i = *self.index.get(key)?;
+        let i = self.index.get(key)?.slot;
         Some(self.release(i).1)
     }
 
     /// Removes every entry for which `doomed` holds, returning them. O(n).
     pub(crate) fn remove_where(&mut self, mut doomed: impl FnMut(&CacheKey) -> bool) -> Vec<(CacheKey, V)> {
-        let hits: Vec<u32> = self.index.iter().filter(|(k, _)| doomed(k)).map(|(_, &i)| i).collect();
+        let hits: Vec<u32> = self
+            .index
+            .iter()
+            .filter(|(k, _)| doomed(k))
+            .map(|(_, e)| e.slot)
+            .collect();
         hits.into_iter().map(|i| self.release(i)).collect()
     }
 
@@ -342,18 +363,29 @@ impl<V> S3Fifo<V> {
             let mut i = list.head;
             while i != NIL {
                 let s = self.slot(i);
-                out.push((s.key.clone(), s.queue, s.freq));
+                out.push((s.key.clone(), s.queue, self.freq(i)));
                 i = s.next;
             }
         }
         out
     }
 
-    fn slot(&self, i: u32) -> &Slot<V> {
+    /// The read counter of the key in slot `i` (one index lookup: only the
+    /// eviction loop needs it).
+    fn freq(&self, i: u32) -> u8 {
+        self.index[&self.slot(i).key].freq
+    }
+
+    fn freq_mut(&mut self, i: u32) -> &mut u8 {
+        let key = &self.slots[i as usize].as_ref().expect("linked slot is occupied").key;
+        &mut self.index.get_mut(key).expect("every slot's key is indexed").freq
+    }
+
+    fn slot(&self, i: u32) -> &Slot {
         self.slots[i as usize].as_ref().expect("linked slot is occupied")
     }
 
-    fn slot_mut(&mut self, i: u32) -> &mut Slot<V> {
+    fn slot_mut(&mut self, i: u32) -> &mut Slot {
         self.slots[i as usize].as_mut().expect("linked slot is occupied")
     }
 
@@ -364,16 +396,16 @@ impl<V> S3Fifo<V> {
         }
     }
 
-    /// Unlinks slot `i`, drops it from the index and frees it.
+    /// Unlinks slot `i`, drops its key from the index and frees it.
     fn release(&mut self, i: u32) -> (CacheKey, V) {
         self.unlink(i);
         let slot = self.slots[i as usize].take().expect("released slot is occupied");
-        self.index.remove(&slot.key);
+        let indexed = self.index.remove(&slot.key).expect("every slot's key is indexed");
         self.free.push(i);
         if self.newest == i {
             self.newest = NIL;
         }
-        (slot.key, slot.value)
+        (slot.key, indexed.value)
     }
 
     fn unlink(&mut self, i: u32) {
