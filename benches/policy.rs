@@ -128,7 +128,7 @@ fn main() {
     let scan_space = Arc::new(KeySpace::new(used, |_| 512));
     compare("hit_ratio", "scan", &scan_space, &trace, Capacity::Entries(capacity));
 
-    let fleet = Fleet::new(len, 17);
+    let fleet = Fleet::new(if full { 20_000 } else { 500 }, len, 17);
     let fleet_space = Arc::new(KeySpace::new(fleet.body_len.len(), |i| fleet.body_len[i]));
     let fleet_bytes = fleet.total_bytes() / 20;
     compare(

@@ -353,10 +353,11 @@ pub fn scan_polluted(hot: usize, len: usize, period: usize, burst: usize, seed: 
 ///   workflow runs of its repositories, ~2 KiB and ~20 KiB answers) in a
 ///   loop; repositories are shared by zipf(0.9) popularity, so many
 ///   dashboards watch the same few;
-/// - CI jobs: a job starts on a repository (zipf(0.8) over 20,000) and
+/// - CI jobs: a job starts on a repository (zipf(0.8) over `repos`, 20,000
+///   in the report) and
 ///   reads its issues, pulls and metadata (~30, ~40, ~6 KiB) 3 to 8 times
 ///   while it runs; 16 jobs run at once;
-/// - full listings: every 200,000 requests someone lists all 20,000
+/// - full listings: every 200,000 requests someone lists all the
 ///   repositories' metadata once, in order.
 ///
 /// Dashboards make 45 % of the requests, CI jobs 55 %, plus the listings.
@@ -367,13 +368,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    const REPOS: usize = 20_000;
     /// Per repository: runners, runs, issues, pulls, metadata.
     const KINDS: [usize; 5] = [2 << 10, 20 << 10, 30 << 10, 40 << 10, 6 << 10];
 
-    pub fn new(len: usize, seed: u64) -> Fleet {
+    pub fn new(repos: usize, len: usize, seed: u64) -> Fleet {
         let key_of = |repo: usize, kind: usize| repo * Self::KINDS.len() + kind;
-        let body_len = (0..Self::REPOS * Self::KINDS.len())
+        let body_len = (0..repos * Self::KINDS.len())
             .map(|k| {
                 let base = Self::KINDS[k % Self::KINDS.len()];
                 // Sizes vary by ±50 % per key, deterministically.
@@ -381,7 +381,7 @@ impl Fleet {
             })
             .collect();
         let mut rng = Rng(seed | 1);
-        let popular = Zipf::new(Self::REPOS, 0.9, seed ^ 1);
+        let popular = Zipf::new(repos, 0.9, seed ^ 1);
         let dashboards: Vec<Vec<usize>> = (0..40)
             .map(|_| {
                 (0..15)
@@ -393,13 +393,13 @@ impl Fleet {
             })
             .collect();
         let mut cursors = vec![0usize; dashboards.len()];
-        let ci_repo = Zipf::new(Self::REPOS, 0.8, seed ^ 2);
+        let ci_repo = Zipf::new(repos, 0.8, seed ^ 2);
         // A job: (repository, reads left).
         let mut jobs: Vec<(usize, usize)> = (0..16).map(|_| (ci_repo.sample(&mut rng), 3 + rng.below(6))).collect();
         let mut trace = Vec::with_capacity(len);
         while trace.len() < len {
             if trace.len() % 200_000 == 199_999 {
-                trace.extend((0..Self::REPOS).map(|r| key_of(r, 4)));
+                trace.extend((0..repos).map(|r| key_of(r, 4)));
                 continue;
             }
             if rng.below(100) < 45 {
