@@ -66,6 +66,9 @@ fn compare(kind: &str, workload: &str, space: &Arc<KeySpace>, trace: &[usize], c
     }
 }
 
+/// Builds a contender.
+type Make<'a> = Box<dyn Fn() -> Arc<dyn Contender> + 'a>;
+
 /// Heap bytes per entry of each contender beyond key text and body: the
 /// keys are built first (so their text is not counted) and every entry
 /// shares one static body.
@@ -74,7 +77,7 @@ fn memory(entries: usize) {
         keys: (0..entries).map(common::key).collect(),
         bodies: vec![Bytes::from_static(b"{}"); entries],
     });
-    let mut contenders: Vec<(&str, Box<dyn Fn() -> Arc<dyn Contender>>)> = vec![
+    let mut contenders: Vec<(&str, Make)> = vec![
         (
             "ghcache",
             Box::new(|| Arc::new(common::Ghcache::new(&space, Capacity::Entries(entries)))),
