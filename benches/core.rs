@@ -1,168 +1,70 @@
-//! Core benchmarks, side by side in one run:
+//! Core throughput benchmarks, side by side in one run:
 //!
-//! - `lookup/{ghcache,moka,mutex_map}/{1,2}threads`: a cached-lookup
-//!   workload of 95 % lookups and 5 % inserts over 10,000 keys, for ghcache's
-//!   `Cache`, moka's `sync::Cache` (with a TTL) and a `Mutex<HashMap>` that
-//!   checks a TTL on every read. Throughput is operations per second over
-//!   all threads.
+//! - `lookup/{ghcache,quick_cache,moka,dashmap,mutex_map}/{1,2}threads`:
+//!   95 % lookups and 5 % inserts, uniform over 10,000 keys that all fit,
+//!   512-byte bodies (contenders in `common/`). Throughput is operations per
+//!   second over all threads.
 //! - `stats/…`: `Cache::stats()` while two threads hammer the cache with the
 //!   same workload; criterion reports the mean, and a percentile report
 //!   (p50 / p99 / p99.9 / max over many samples) is printed after it.
 //!
 //! - report mode (`GHCACHE_BENCH_REPORT=SECS`, what `ci/bench` runs for
-//!   BENCHMARKS.md): the same workloads for a fixed time each, printed as
-//!   `bench ...` lines, plus the stats of a deliberately nested-lock
-//!   variant (`NestedLockStats`, a stats call that re-takes its lock),
-//!   which never answers.
+//!   BENCHMARKS.md): the uniform workload for a fixed time per cell, the
+//!   skewed one (zipf 0.99 over 100,000 keys, capacity 10,000, lookup then
+//!   insert on a miss, 2 threads; its hit ratio too) for the bounded caches,
+//!   printed as `bench ...` lines, plus the stats of a deliberately
+//!   nested-lock variant (`NestedLockStats`), which never answers.
 //!
-//! Run: `cargo bench --bench core` (figures in the closing note of the
-//! core issue; current ones in BENCHMARKS.md). Under `cargo test` each
-//! benchmark runs once, as a smoke test.
+//! Hit ratios per workload and capacity, and memory per entry, are the
+//! `policy` bench's. Run: `cargo bench --bench core`. Under `cargo test`
+//! each benchmark runs once, as a smoke test.
 
-use std::collections::HashMap;
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::{Capacity, Contender, Ghcache, KeySpace, Rng, Zipf};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use ghcache::core::{Cache, CacheConfig, CacheKey, ETag, Operation, Origin, SystemClock};
 
+/// Keys of the uniform workload (all fit).
 const KEYS: usize = 10_000;
-const TTL: Duration = Duration::from_secs(300);
+/// Keys and capacity of the skewed workload.
+const SKEWED_KEYS: usize = 100_000;
+const SKEWED_CAPACITY: usize = 10_000;
 
-/// The operations every contender implements.
-trait Contender: Send + Sync + 'static {
-    fn get(&self, i: usize) -> bool;
-    fn put(&self, i: usize);
+fn uniform_space() -> Arc<KeySpace> {
+    Arc::new(KeySpace::new(KEYS, |_| 512))
 }
 
-/// Per key, as real answers are: its own body allocation and its own ETag.
-fn bodies() -> Vec<Bytes> {
-    (0..KEYS).map(|i| Bytes::from(format!("{i:0>512}"))).collect()
-}
-
-struct Ghcache {
-    cache: Cache,
-    keys: Vec<CacheKey>,
-    bodies: Vec<Bytes>,
-    etags: Vec<ETag>,
-}
-
-impl Contender for Ghcache {
-    fn get(&self, i: usize) -> bool {
-        matches!(self.cache.lookup(&self.keys[i]), ghcache::core::Lookup::Fresh(e) if !e.body.is_empty())
-    }
-    fn put(&self, i: usize) {
-        let key = &self.keys[i];
-        let entry = self.cache.new_entry(
-            key,
-            self.bodies[i].clone(),
-            Some(self.etags[i].clone()),
-            Origin::Upstream,
-        );
-        self.cache.insert(key, entry);
-    }
-}
-
-struct Moka {
-    cache: moka::sync::Cache<String, Bytes>,
-    keys: Vec<String>,
-    bodies: Vec<Bytes>,
-}
-
-impl Contender for Moka {
-    fn get(&self, i: usize) -> bool {
-        self.cache.get(&self.keys[i]).is_some_and(|b| !b.is_empty())
-    }
-    fn put(&self, i: usize) {
-        self.cache.insert(self.keys[i].clone(), self.bodies[i].clone());
-    }
-}
-
-struct MutexMap {
-    map: Mutex<HashMap<String, (Instant, Bytes)>>,
-    keys: Vec<String>,
-    bodies: Vec<Bytes>,
-}
-
-impl Contender for MutexMap {
-    fn get(&self, i: usize) -> bool {
-        let map = self.map.lock().unwrap();
-        match map.get(&self.keys[i]) {
-            Some((at, body)) if at.elapsed() < TTL => !body.clone().is_empty(),
-            _ => false,
+/// The uniform workload's contenders, prefilled, by name.
+fn uniform_contenders() -> Vec<(&'static str, Arc<dyn Contender>)> {
+    let space = uniform_space();
+    let room = Capacity::Entries(2 * KEYS);
+    let all: Vec<(&'static str, Arc<dyn Contender>)> = vec![
+        ("ghcache", Arc::new(Ghcache::new(&space, room))),
+        ("quick_cache", Arc::new(common::QuickCache::new(&space, room))),
+        ("moka", Arc::new(common::Moka::new(&space, room))),
+        ("dashmap", Arc::new(common::DashMap::new(&space))),
+        ("mutex_map", Arc::new(common::MutexMap::new(&space))),
+    ];
+    for (_, c) in &all {
+        for i in 0..KEYS {
+            c.put(i);
         }
     }
-    fn put(&self, i: usize) {
-        self.map
-            .lock()
-            .unwrap()
-            .insert(self.keys[i].clone(), (Instant::now(), self.bodies[i].clone()));
-    }
-}
-
-fn key_text(i: usize) -> (CacheKey, String) {
-    let key = CacheKey::new(Operation::Repo, [("repo", Some(format!("org{}/repo{}", i % 97, i)))]);
-    let text = key.as_str().to_owned();
-    (key, text)
+    all
 }
 
 fn ghcache_contender() -> Arc<Ghcache> {
-    let config = CacheConfig {
-        max_entries: 2 * KEYS,
-        ..CacheConfig::default()
-    };
-    let c = Ghcache {
-        cache: Cache::new(config, Arc::new(SystemClock::new())),
-        keys: (0..KEYS).map(|i| key_text(i).0).collect(),
-        bodies: bodies(),
-        etags: (0..KEYS)
-            .map(|i| ETag::new(&format!("W/\"{i:016x}\"")).unwrap())
-            .collect(),
-    };
-    prefill(c)
-}
-
-fn moka_contender() -> Arc<Moka> {
-    let c = Moka {
-        cache: moka::sync::Cache::builder()
-            .max_capacity(2 * KEYS as u64)
-            .time_to_live(TTL)
-            .build(),
-        keys: (0..KEYS).map(|i| key_text(i).1).collect(),
-        bodies: bodies(),
-    };
-    prefill(c)
-}
-
-fn mutex_map_contender() -> Arc<MutexMap> {
-    let c = MutexMap {
-        map: Mutex::new(HashMap::new()),
-        keys: (0..KEYS).map(|i| key_text(i).1).collect(),
-        bodies: bodies(),
-    };
-    prefill(c)
-}
-
-fn prefill<C: Contender>(c: C) -> Arc<C> {
+    let c = Ghcache::new(&uniform_space(), Capacity::Entries(2 * KEYS));
     for i in 0..KEYS {
         c.put(i);
     }
     Arc::new(c)
-}
-
-/// xorshift64*: cheap, per-thread, deterministic.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// One operation of the 95 % read / 5 % write mix.
@@ -178,7 +80,7 @@ fn mixed_op<C: Contender + ?Sized>(c: &C, rng: &mut Rng) {
 
 /// Runs `iters` mixed operations on each of `threads` threads; returns the
 /// wall time.
-fn run_threads<C: Contender>(c: &Arc<C>, threads: usize, iters: u64) -> Duration {
+fn run_threads<C: Contender + ?Sized>(c: &Arc<C>, threads: usize, iters: u64) -> Duration {
     let start = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -202,26 +104,16 @@ fn run_threads<C: Contender>(c: &Arc<C>, threads: usize, iters: u64) -> Duration
 
 fn lookup_throughput(crit: &mut Criterion) {
     let mut group = crit.benchmark_group("lookup");
-    let ghcache = ghcache_contender();
-    let moka = moka_contender();
-    let mutex_map = mutex_map_contender();
+    let contenders = uniform_contenders();
     for threads in [1usize, 2] {
         group.throughput(Throughput::Elements(threads as u64));
-        group.bench_with_input(
-            BenchmarkId::new("ghcache", format!("{threads}threads")),
-            &threads,
-            |b, &t| b.iter_custom(|iters| run_threads(&ghcache, t, iters)),
-        );
-        group.bench_with_input(
-            BenchmarkId::new("moka", format!("{threads}threads")),
-            &threads,
-            |b, &t| b.iter_custom(|iters| run_threads(&moka, t, iters)),
-        );
-        group.bench_with_input(
-            BenchmarkId::new("mutex_map", format!("{threads}threads")),
-            &threads,
-            |b, &t| b.iter_custom(|iters| run_threads(&mutex_map, t, iters)),
-        );
+        for (name, c) in &contenders {
+            group.bench_with_input(
+                BenchmarkId::new(*name, format!("{threads}threads")),
+                &threads,
+                |b, &t| b.iter_custom(|iters| run_threads(c, t, iters)),
+            );
+        }
     }
     group.finish();
 }
@@ -230,31 +122,79 @@ fn lookup_throughput(crit: &mut Criterion) {
 /// operations they made are counted as they go (in batches of 64), so the
 /// count can be read even when a thread never returns (the nested-lock
 /// variant below).
+///
+/// With a trace instead (the skewed workload), each thread walks its own
+/// precomputed key stream: lookup, then insert on a miss; lookups and hits
+/// are counted too.
 struct Hammer {
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
+    lookups: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Hammer {
     fn start<C: Contender + ?Sized>(c: &Arc<C>, threads: usize) -> Hammer {
+        Hammer::run(c, (0..threads).map(|_| None).collect())
+    }
+
+    /// One thread per trace, each replaying its trace in a loop.
+    fn replay<C: Contender + ?Sized>(c: &Arc<C>, traces: &[Arc<Vec<usize>>]) -> Hammer {
+        Hammer::run(c, traces.iter().cloned().map(Some).collect())
+    }
+
+    fn run<C: Contender + ?Sized>(c: &Arc<C>, traces: Vec<Option<Arc<Vec<usize>>>>) -> Hammer {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
-        let threads = (0..threads)
-            .map(|t| {
+        let lookups = Arc::new(AtomicU64::new(0));
+        let hits = Arc::new(AtomicU64::new(0));
+        let threads = traces
+            .into_iter()
+            .enumerate()
+            .map(|(t, trace)| {
                 let (c, stop, ops) = (c.clone(), stop.clone(), ops.clone());
+                let (lookups, hits) = (lookups.clone(), hits.clone());
                 thread::spawn(move || {
                     let mut rng = Rng(0xDEAD_BEEF ^ (t as u64 + 1));
+                    let (mut at, mut looked, mut hit) = (0usize, 0u64, 0u64);
                     while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..64 {
-                            mixed_op(&*c, &mut rng);
+                        match &trace {
+                            None => (0..64).for_each(|_| mixed_op(&*c, &mut rng)),
+                            Some(trace) => {
+                                for _ in 0..64 {
+                                    let i = trace[at];
+                                    at = (at + 1) % trace.len();
+                                    looked += 1;
+                                    if c.get(i) {
+                                        hit += 1;
+                                    } else {
+                                        c.put(i);
+                                    }
+                                }
+                            }
                         }
                         ops.fetch_add(64, Ordering::Relaxed);
                     }
+                    lookups.fetch_add(looked, Ordering::Relaxed);
+                    hits.fetch_add(hit, Ordering::Relaxed);
                 })
             })
             .collect();
-        Hammer { stop, ops, threads }
+        Hammer {
+            stop,
+            ops,
+            lookups,
+            hits,
+            threads,
+        }
+    }
+
+    /// Stops and joins the threads; (operations, lookups, hits).
+    fn stop_counting(self) -> (u64, u64, u64) {
+        let (lookups, hits) = (self.lookups.clone(), self.hits.clone());
+        let ops = self.stop();
+        (ops, lookups.load(Ordering::Relaxed), hits.load(Ordering::Relaxed))
     }
 
     fn ops(&self) -> u64 {
@@ -434,13 +374,8 @@ fn real_stats(cache: &Arc<Ghcache>, window: Duration) -> Latencies {
 /// stats variant in the nested-lock measurement.
 fn report(secs: f64) {
     let run = Duration::from_secs_f64(secs);
-    let contenders: [(&str, Arc<dyn Contender>); 3] = [
-        ("ghcache", ghcache_contender()),
-        ("moka", moka_contender()),
-        ("mutex_map", mutex_map_contender()),
-    ];
     for threads in [1, 2] {
-        for (name, c) in &contenders {
+        for (name, c) in &uniform_contenders() {
             let hammer = Hammer::start(c, threads);
             let t = Instant::now();
             thread::sleep(run);
@@ -452,7 +387,7 @@ fn report(secs: f64) {
             );
         }
     }
-    drop(contenders);
+    skewed(run);
 
     // stats() latency, idle and while 2 threads hammer the cache.
     let cache = ghcache_contender();
@@ -498,6 +433,32 @@ fn report(secs: f64) {
         window.as_secs_f64(),
         nested.fields()
     );
+}
+
+/// The skewed workload: zipf 0.99 over 100,000 keys, capacity 10,000,
+/// lookup then insert on a miss, 2 threads each replaying its own stream
+/// (warmed by one pass first); throughput and hit ratio per bounded cache.
+fn skewed(run: Duration) {
+    let space = Arc::new(KeySpace::new(SKEWED_KEYS, |_| 512));
+    let zipf = Zipf::new(SKEWED_KEYS, 0.99, 7);
+    let traces: Vec<Arc<Vec<usize>>> = (0..2).map(|t| Arc::new(zipf.trace(1 << 20, 11 + t))).collect();
+    for (name, c) in common::bounded(&space, Capacity::Entries(SKEWED_CAPACITY)) {
+        for &i in traces[0].iter() {
+            if !c.get(i) {
+                c.put(i);
+            }
+        }
+        let hammer = Hammer::replay(&c, &traces);
+        let t = Instant::now();
+        thread::sleep(run);
+        let elapsed = t.elapsed();
+        let (ops, lookups, hits) = hammer.stop_counting();
+        println!(
+            "bench core_skewed impl={name} threads=2 ops={ops} ops_per_sec={:.0} hit_ratio={:.4}",
+            ops as f64 / elapsed.as_secs_f64(),
+            hits as f64 / lookups.max(1) as f64
+        );
+    }
 }
 
 criterion_group! {

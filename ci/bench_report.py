@@ -169,24 +169,75 @@ def render(work):
     )
 
     # 1. core
-    o.append("## 1. The core against moka and a mutex map\n")
+    o.append("## 1. The core against quick_cache, moka, dashmap and a mutex map\n")
     o.append(
-        "In-process, `cargo bench --bench core` in report mode (`GHCACHE_BENCH_REPORT`): "
-        "95 % lookups, 5 % inserts over 10,000 keys with 512-byte bodies; ghcache's `Cache`, "
-        "moka's `sync::Cache` (TTL), `Mutex<HashMap>` checking a TTL on every read; "
-        f"{meta['core_secs']} s per cell, operations per second over all threads.\n"
+        "In-process, `cargo bench --bench core` and `--bench policy` in report mode "
+        "(`GHCACHE_BENCH_REPORT`). Contenders (`benches/common/`): ghcache's `Cache` "
+        "(S3-FIFO per shard, TTL, ETag), quick_cache 0.6 `sync::Cache` (CLOCK-PRO), "
+        "moka 0.12 `sync::Cache` (W-TinyLFU, TTL), dashmap 6 and one `Mutex<HashMap>` checking "
+        "a TTL on every read (both unbounded, so no hit ratio). A ghcache hit hands out its "
+        "`Arc<Entry>`, the others clone the body's `Bytes`: one reference count each.\n"
     )
+    o.append(
+        f"**Throughput**: 95 % lookups, 5 % inserts, uniform over 10,000 keys that all fit "
+        f"(512-byte bodies); {meta['core_secs']} s per cell, operations per second over all threads.\n"
+    )
+    impls = ["ghcache", "quick_cache", "moka", "dashmap", "mutex_map"]
     body = []
     for t in ("1", "2"):
-        g = one(rows, "core_lookup", impl="ghcache", threads=t)
-        m = one(rows, "core_lookup", impl="moka", threads=t)
-        x = one(rows, "core_lookup", impl="mutex_map", threads=t)
-        if g and m and x:
+        r = {i: one(rows, "core_lookup", impl=i, threads=t) for i in impls}
+        if all(r.values()):
+            g = r["ghcache"]["ops_per_sec"]
             body.append(
-                [t, num(g["ops_per_sec"]), num(m["ops_per_sec"]), num(x["ops_per_sec"]),
-                 ratio(g["ops_per_sec"], m["ops_per_sec"]), ratio(g["ops_per_sec"], x["ops_per_sec"])]
+                [t] + [num(r[i]["ops_per_sec"]) for i in impls]
+                + [ratio(g, r[i]["ops_per_sec"]) for i in ("quick_cache", "dashmap", "mutex_map")]
             )
-    o.append(table(["threads", "ghcache ops/s", "moka ops/s", "Mutex<HashMap> ops/s", "ghcache / moka", "ghcache / mutex map"], body))
+    o.append(table(["threads"] + [f"{i} ops/s" for i in impls]
+                   + ["ghcache / quick_cache", "ghcache / dashmap", "ghcache / mutex map"], body))
+    skewed = {i: one(rows, "core_skewed", impl=i) for i in ("ghcache", "quick_cache", "moka")}
+    if all(skewed.values()):
+        o.append(
+            "\n**Skewed**: zipf 0.99 over 100,000 keys, capacity 10,000 entries, lookup then insert "
+            "on a miss, 2 threads each replaying its own stream (after one warming pass).\n"
+        )
+        g = skewed["ghcache"]["ops_per_sec"]
+        o.append(table(["", "ops/s", "hit ratio", "ghcache / this (ops/s)"],
+                       [[i, num(r["ops_per_sec"]), f"{float(r['hit_ratio']):.4f}", ratio(g, r["ops_per_sec"])]
+                        for i, r in skewed.items()]))
+    workloads = [w for w in ("zipf0.6", "zipf0.8", "zipf0.99", "zipf1.2", "scan", "fleet")
+                 if one(rows, "hit_ratio", workload=w, impl="ghcache")]
+    if workloads:
+        o.append(
+            "\n**Hit ratio** (`--bench policy`): one thread replays each stream (lookup, then insert on a "
+            "miss) on each cache; the share of lookups that did not go to GitHub. zipf(s) over 100,000 keys "
+            "and the scan-polluted stream (zipf 0.99 over 100,000 keys, broken every 50,000 requests by a "
+            "burst of 20,000 one-off keys) at 10,000 entries; the synthetic GitHub fleet (dashboards polling "
+            "runners and runs, CI jobs reading their repository's issues, pulls and metadata, a full listing "
+            "every 200,000 requests; bodies of 1 to 60 KiB) at a **byte** capacity of 5 % of all its bodies, "
+            "each cache weighing key text + body.\n"
+        )
+        body = []
+        for w in workloads:
+            r = {i: one(rows, "hit_ratio", workload=w, impl=i) for i in ("ghcache", "quick_cache", "moka")}
+            best = max(float(r["quick_cache"]["hit_ratio"]), float(r["moka"]["hit_ratio"]))
+            g = float(r["ghcache"]["hit_ratio"])
+            body.append([w, r["ghcache"]["capacity"]] + [f"{float(r[i]['hit_ratio']):.4f}" for i in r]
+                        + [f"{g - best:+.4f}", f"{(1 - best) / (1 - g):.2f}×" if g < 1 else "n/a"])
+        o.append(table(["workload", "capacity", "ghcache", "quick_cache", "moka", "ghcache − best other",
+                        "best other's misses / ghcache's"], body))
+    if os.path.exists(os.path.join(work, "hit_ratio.png")):
+        o.append("\nHit ratio against capacity, per policy (the `hit_curve` lines below):\n\n"
+                 "![hit ratio against capacity](BENCHMARKS-hit-ratio.png)\n")
+    mem = {i: one(rows, "memory", impl=i) for i in impls}
+    if all(mem.values()):
+        o.append(
+            "\n**Memory per entry**: heap bytes each entry costs beyond its key text and body "
+            "(allocations counted while 100,000 entries sharing one static body go into a cache with room "
+            "for them all; ghcache's include its `Entry` with ETag and timestamps). Once full, ghcache's ghost "
+            "adds about 7 bytes per entry (a 64-bit hash and its index slot for a quarter of the entries).\n"
+        )
+        o.append(table(["", "entries held", "bytes per entry"],
+                       [[i, mem[i]["entries"], mem[i]["bytes_per_entry"]] for i in impls]))
 
     # 2. HTTP
     o.append("\n## 2. Daemon HTTP against nginx on the same box\n")

@@ -1,6 +1,6 @@
-//! The cache as a plain sequential model: a recency-ordered list of
-//! `(key, entry)` pairs with the TTL, eviction and counting rules written out
-//! from the documentation, not from the code.
+//! The cache as a plain sequential model: two FIFO lists of `(key, entry,
+//! read counter)` and a ghost list of keys, with the TTL, S3-FIFO eviction
+//! and counting rules written out from the documentation, not from the code.
 //!
 //! Shared by the `cache_ops` fuzz target and `src/core/proptests.rs` (which
 //! includes this file with `#[path]`), so it names the core only as
@@ -9,15 +9,24 @@
 //! Rules modelled (see `src/core/cache.rs` and `entry.rs`):
 //! - freshness by age: `age < ttl` fresh, `< ttl + grace` stale, else
 //!   expired; an expired entry is removed by the lookup that finds it
-//!   (one expiration and one miss), and every lookup that finds an entry,
-//!   expired or not, makes it the most recently used;
+//!   (one expiration and one miss), and every lookup that finds a live
+//!   entry adds one to its read counter, which stops at 3;
 //! - insert: weight = key text + body + ETag bytes; heavier than the (shard)
 //!   byte bound is refused and drops the old entry for that key (one eviction
-//!   if there was one, one rejected insert); otherwise the entry becomes the
-//!   most recent and the least recently used ones go until both bounds hold;
+//!   if there was one, one rejected insert); a key held is replaced in place
+//!   (counted as a read); a new key goes to the front of main when the ghost
+//!   remembers it (and the ghost forgets it), else to the front of small.
+//!   Then, while over a bound, S3-FIFO (`src/core/s3fifo.rs`) picks victims,
+//!   never the entry just written: small's oldest when small is over 5 % of
+//!   a bound (or main has nothing to give) -- to main with its counter
+//!   cleared if read, else evicted and remembered by the ghost (which keeps
+//!   a quarter as many keys as the cache then holds, at least one);
+//!   otherwise main's oldest -- to
+//!   main's front one read less if read (the newest unchanged), else evicted;
 //! - a peer entry counts a peer hit when inserted through `Cache::insert`;
 //! - invalidate / invalidate_prefix / clear count one invalidation per entry
-//!   removed and mark matching fetches in flight as invalidated;
+//!   removed and mark matching fetches in flight as invalidated; `clear`
+//!   also empties the ghost;
 //! - counters are never reset.
 
 use std::collections::BTreeMap;
@@ -26,7 +35,7 @@ use std::time::Duration;
 
 use crate::core::{
     Api, Cache, CacheConfig, CacheKey, Clock, ETag, Entry, Event, Lookup, ManualClock, Operation, Origin, P2pPhase,
-    P2pStatus, StatsSnapshot, Timestamp, TtlPolicy,
+    P2pStatus, Queue, StatsSnapshot, Timestamp, TtlPolicy,
 };
 
 /// The keys the fuzzer picks from: several operations, and keys that are
@@ -60,7 +69,7 @@ pub struct CacheSetup {
     pub ttl_ms: u16,
     /// Stale grace in ms (this % 5000).
     pub grace_ms: u16,
-    /// 0: one shard (exact LRU order checked). Else 1 + this % 4 shards with
+    /// 0: one shard (exact eviction order checked). Else 1 + this % 4 shards with
     /// bounds too large to evict, so routing and summing are checked.
     pub shards: u8,
 }
@@ -135,6 +144,15 @@ pub struct ModelFlight {
     pub invalidated: bool,
 }
 
+/// An entry as the model holds it.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub key: CacheKey,
+    pub entry: Entry,
+    /// Reads counted (0 to 3).
+    pub freq: u8,
+}
+
 /// The sequential model.
 #[derive(Clone, Debug)]
 pub struct CacheModel {
@@ -145,8 +163,15 @@ pub struct CacheModel {
     pub shards: usize,
     pub grace_ms: u64,
     pub base_ttl_ms: u64,
-    /// Most recently used first.
-    pub entries: Vec<(CacheKey, Entry)>,
+    /// New keys on probation, newest first.
+    pub small: Vec<Held>,
+    /// Keys read while in small or let back in by the ghost, newest first.
+    pub main: Vec<Held>,
+    /// Keys evicted unread from small, oldest first; `false` once consumed
+    /// by a re-insert.
+    pub ghost: Vec<(CacheKey, bool)>,
+    /// The key written last (never its own insert's victim).
+    pub newest: Option<CacheKey>,
     pub counts: Counts,
     pub flights: BTreeMap<CacheKey, ModelFlight>,
     /// The answer of the last operation (for proptest-state-machine, whose
@@ -177,7 +202,10 @@ impl CacheSetup {
             shards,
             grace_ms: u64::from(self.grace_ms % 5000),
             base_ttl_ms: u64::from(self.ttl_ms % 5000),
-            entries: Vec::new(),
+            small: Vec::new(),
+            main: Vec::new(),
+            ghost: Vec::new(),
+            newest: None,
             counts: Counts::default(),
             flights: BTreeMap::new(),
             last: None,
@@ -222,11 +250,53 @@ impl CacheModel {
     }
 
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|(k, e)| Self::weight(k, e)).sum()
+        self.small
+            .iter()
+            .chain(&self.main)
+            .map(|h| Self::weight(&h.key, &h.entry))
+            .sum()
     }
 
-    fn position(&self, key: &CacheKey) -> Option<usize> {
-        self.entries.iter().position(|(k, _)| k == key)
+    pub fn len(&self) -> usize {
+        self.small.len() + self.main.len()
+    }
+
+    /// Where `key` is held: (in main?, index).
+    fn position(&self, key: &CacheKey) -> Option<(bool, usize)> {
+        let at = |list: &Vec<Held>| list.iter().position(|h| h.key == *key);
+        at(&self.small)
+            .map(|i| (false, i))
+            .or_else(|| at(&self.main).map(|i| (true, i)))
+    }
+
+    fn held_mut(&mut self, (main, i): (bool, usize)) -> &mut Held {
+        if main {
+            &mut self.main[i]
+        } else {
+            &mut self.small[i]
+        }
+    }
+
+    /// Removes and returns what is held at `at` (not remembered by the ghost).
+    fn take(&mut self, (main, i): (bool, usize)) -> Held {
+        let held = if main {
+            self.main.remove(i)
+        } else {
+            self.small.remove(i)
+        };
+        if self.newest.as_ref() == Some(&held.key) {
+            self.newest = None;
+        }
+        held
+    }
+
+    /// Every entry in eviction-policy order: small then main, each newest
+    /// first, as `(key, in main?, read counter)`.
+    pub fn policy_state(&self) -> Vec<(CacheKey, bool, u8)> {
+        let small = self.small.iter().map(|h| (h.key.clone(), false, h.freq));
+        small
+            .chain(self.main.iter().map(|h| (h.key.clone(), true, h.freq)))
+            .collect()
     }
 
     /// The entry an `Insert` op describes, at the model's clock.
@@ -255,22 +325,23 @@ impl CacheModel {
     /// Lookup, with counting and expiry.
     pub fn lookup(&mut self, key: &CacheKey) -> Lookup {
         self.counts.lookups += 1;
-        let Some(i) = self.position(key) else {
+        let Some(at) = self.position(key) else {
             self.counts.misses += 1;
             return Lookup::Miss;
         };
-        let found = self.entries.remove(i);
-        let age = u128::from(self.now.saturating_sub(found.1.fetched_at.as_millis()));
-        let ttl = millis(found.1.ttl);
+        let held = self.held_mut(at);
+        held.freq = (held.freq + 1).min(3);
+        let found = held.entry.clone();
+        let age = u128::from(self.now.saturating_sub(found.fetched_at.as_millis()));
+        let ttl = millis(found.ttl);
         if age < ttl {
             self.counts.hits += 1;
-            self.entries.insert(0, found.clone());
-            Lookup::Fresh(Arc::new(found.1))
+            Lookup::Fresh(Arc::new(found))
         } else if age < ttl + u128::from(self.grace_ms) {
             self.counts.stale_hits += 1;
-            self.entries.insert(0, found.clone());
-            Lookup::Stale(Arc::new(found.1))
+            Lookup::Stale(Arc::new(found))
         } else {
+            self.take(at);
             self.counts.expirations += 1;
             self.counts.misses += 1;
             Lookup::Miss
@@ -280,19 +351,72 @@ impl CacheModel {
     /// The shard-level insert (no peer-hit counting), with eviction.
     pub fn store(&mut self, key: &CacheKey, entry: Entry) -> bool {
         let shard_bytes = self.max_bytes / self.shards;
-        let old = self.position(key).map(|i| self.entries.remove(i));
         if Self::weight(key, &entry) > shard_bytes {
+            let old = self.position(key).map(|at| self.take(at));
             self.counts.evictions += u64::from(old.is_some());
             self.counts.rejected_inserts += 1;
             return false;
         }
-        self.entries.insert(0, (key.clone(), entry));
         self.counts.inserts += 1;
-        while self.entries.len() > self.max_entries || self.bytes() > self.max_bytes {
-            self.entries.pop();
-            self.counts.evictions += 1;
+        self.newest = Some(key.clone());
+        if let Some(at) = self.position(key) {
+            let held = self.held_mut(at);
+            held.entry = entry;
+            held.freq = (held.freq + 1).min(3);
+        } else {
+            let held = Held {
+                key: key.clone(),
+                entry,
+                freq: 0,
+            };
+            match self.ghost.iter_mut().find(|(k, live)| *live && k == key) {
+                Some(remembered) => {
+                    remembered.1 = false;
+                    self.main.insert(0, held);
+                }
+                None => self.small.insert(0, held),
+            }
+        }
+        while self.len() > self.max_entries || self.bytes() > self.max_bytes {
+            self.evict_one();
         }
         true
+    }
+
+    /// One step of S3-FIFO's eviction loop (see the module docs).
+    fn evict_one(&mut self) {
+        let only_newest = |list: &Vec<Held>| list.len() == 1 && Some(&list[0].key) == self.newest.as_ref();
+        let small_ok = !self.small.is_empty() && !only_newest(&self.small);
+        let main_ok = !self.main.is_empty() && !only_newest(&self.main);
+        let small_bytes: usize = self.small.iter().map(|h| Self::weight(&h.key, &h.entry)).sum();
+        let small_over = self.small.len() * 100 > self.max_entries * 5 || small_bytes * 100 > self.max_bytes * 5;
+        if small_ok && (small_over || !main_ok) {
+            let mut oldest = self.small.pop().expect("small_ok");
+            if oldest.freq > 0 {
+                oldest.freq = 0;
+                self.main.insert(0, oldest);
+            } else {
+                self.counts.evictions += 1;
+                if self.newest.as_ref() == Some(&oldest.key) {
+                    self.newest = None;
+                }
+                self.ghost.push((oldest.key, true));
+                let cap = (self.len() / 4).max(1);
+                while self.ghost.len() > cap {
+                    self.ghost.remove(0);
+                }
+            }
+        } else {
+            assert!(main_ok, "over a bound with only the newest entry");
+            let mut oldest = self.main.pop().expect("main_ok");
+            let is_newest = self.newest.as_ref() == Some(&oldest.key);
+            if !is_newest && oldest.freq == 0 {
+                self.counts.evictions += 1;
+            } else {
+                oldest.freq -= u8::from(!is_newest);
+                self.main.insert(0, oldest);
+            }
+        }
     }
 
     /// `Cache::insert`: counts a peer hit for a peer entry, then stores.
@@ -305,9 +429,13 @@ impl CacheModel {
         for (k, f) in self.flights.iter_mut() {
             f.invalidated |= doomed(k);
         }
-        let before = self.entries.len();
-        self.entries.retain(|(k, _)| !doomed(k));
-        let removed = before - self.entries.len();
+        let before = self.len();
+        self.small.retain(|h| !doomed(&h.key));
+        self.main.retain(|h| !doomed(&h.key));
+        if self.newest.as_ref().is_some_and(&doomed) {
+            self.newest = None;
+        }
+        let removed = before - self.len();
         self.counts.invalidations += removed as u64;
         removed
     }
@@ -341,7 +469,10 @@ impl CacheModel {
                 let p = PREFIXES[usize::from(*prefix) % PREFIXES.len()];
                 Answer::Count(self.remove_where(|k| k.as_str().starts_with(p)))
             }
-            CacheOp::Clear => Answer::Count(self.remove_where(|_| true)),
+            CacheOp::Clear => {
+                self.ghost.clear();
+                Answer::Count(self.remove_where(|_| true))
+            }
             CacheOp::Advance { ms } => {
                 self.now += u64::from(*ms);
                 Answer::Nothing
@@ -380,7 +511,7 @@ impl CacheModel {
             rejected_inserts: c.rejected_inserts,
             invalidations: c.invalidations,
             in_flight: self.flights.len() as u64,
-            entries: self.entries.len() as u64,
+            entries: self.len() as u64,
             bytes: self.bytes() as u64,
             max_entries: self.max_entries as u64,
             max_bytes: self.max_bytes as u64,
@@ -452,20 +583,28 @@ pub fn apply_real(cache: &Cache, clock: &ManualClock, model_before: &CacheModel,
 }
 
 /// Checks everything observable about `cache` against `model`: clock,
-/// stats (field by field, then the snapshot's own invariants) and the keys
-/// held (in LRU order when there is one shard).
+/// stats (field by field, then the snapshot's own invariants) and every
+/// entry's queue and read counter (in eviction order when there is one
+/// shard, which makes the model an oracle of exactly which key goes next).
 pub fn check(cache: &Cache, clock: &ManualClock, model: &CacheModel, p2p: P2pStatus) {
     assert_eq!(clock.now().as_millis(), model.now, "clock");
     let stats = cache.stats();
     assert_eq!(stats, model.expected_stats(p2p), "stats differ from the model");
     stats.check_consistency().unwrap();
-    let mut real = cache.keys_by_recency();
-    let mut want: Vec<CacheKey> = model.entries.iter().map(|(k, _)| k.clone()).collect();
+    let mut real: Vec<(CacheKey, bool, u8)> = cache
+        .policy_state()
+        .into_iter()
+        .map(|(k, q, f)| (k, q == Queue::Main, f))
+        .collect();
+    let mut want = model.policy_state();
     if model.shards > 1 {
         real.sort();
         want.sort();
     }
-    assert_eq!(real, want, "keys held (most recently used first)");
+    assert_eq!(
+        real, want,
+        "entries: (key, in main?, reads), small then main, newest first"
+    );
 }
 
 /// A cache, its clock and its model, stepped together.

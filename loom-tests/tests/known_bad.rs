@@ -242,3 +242,51 @@ fn shutdown_that_records_stopped_before_stopping_lets_another_return_early() {
         other.join().unwrap();
     });
 }
+
+/// A slab of cache slots, as S3-FIFO's: key and read bit per slot, freed
+/// slots reused.
+struct Slots {
+    key: [u32; 1],
+    read: [bool; 1],
+}
+
+/// A read bit set after the shard lock is released (to keep the write off
+/// the locked path): between the lookup and the write, an eviction frees
+/// the slot and an insert reuses it, so the bit lands on a key nobody read,
+/// which then outlives hotter keys. Correct design: the read counter changes
+/// in the lookup's own critical section (`S3Fifo::get` under the shard
+/// lock), and only when below the top, so a hit on a hot key writes nothing.
+#[test]
+#[should_panic(expected = "read bit on a key never read")]
+fn read_bit_set_after_the_lock_marks_another_key() {
+    loom::model(|| {
+        let shard = Arc::new(Mutex::new(Slots {
+            key: [1],
+            read: [false],
+        }));
+        let reader = {
+            let shard = shard.clone();
+            thread::spawn(move || {
+                let slot = {
+                    let s = shard.lock().unwrap();
+                    s.key.iter().position(|&k| k == 1)
+                };
+                if let Some(i) = slot {
+                    shard.lock().unwrap().read[i] = true;
+                }
+            })
+        };
+        {
+            // Insert key 2 into a full shard: key 1 is unread, so it goes,
+            // and key 2 takes its slot.
+            let mut s = shard.lock().unwrap();
+            if !s.read[0] {
+                s.key[0] = 2;
+                s.read[0] = false;
+            }
+        }
+        reader.join().unwrap();
+        let s = shard.lock().unwrap();
+        assert!(!(s.key[0] == 2 && s.read[0]), "read bit on a key never read");
+    });
+}

@@ -23,9 +23,11 @@
 //! # Bounds and eviction
 //! Each shard holds at most `max_entries / N` entries and `max_bytes / N`
 //! bytes (the remainders go to the first shards), so the totals never exceed
-//! the configured bounds. Within a shard, eviction is least-recently-used
-//! (O(1), see [`lru`](super::lru)): inserting past a bound drops entries from
-//! the cold end until it fits. Keys spread evenly over shards (by hash), so
+//! the configured bounds. Within a shard, eviction is S3-FIFO (amortised
+//! O(1); see [`s3fifo`](super::s3fifo) for the policy and why): inserting
+//! past a bound evicts until both bounds hold, never the entry just written.
+//! A hit writes nothing but its counters and, while it is below the top, the
+//! entry's read counter: no list is relinked on a read. Keys spread evenly over shards (by hash), so
 //! eviction starts close to the global bound; with few keys and many shards it
 //! may start earlier. An entry heavier than a shard's byte bound is refused.
 
@@ -36,8 +38,10 @@ use super::clock::{Clock, Timestamp};
 use super::entry::{Entry, Freshness, TtlPolicy};
 use super::key::{CacheKey, Operation, PrehashedKey};
 use super::lifecycle::{Lifecycle, LifecycleConfig};
-use super::lru::Lru;
 use super::outcome::OutcomeCell;
+#[cfg(any(test, fuzzing))]
+use super::s3fifo::Queue;
+use super::s3fifo::S3Fifo;
 use super::stats::{Counters, Event, StatsSnapshot};
 use crate::sync::{lock, Arc, Mutex, MutexGuard, StdArc};
 
@@ -94,10 +98,8 @@ pub(crate) struct FlightRecord {
 /// One lock's worth of the cache. Everything here is guarded by the shard's
 /// mutex; every method takes `&mut self`, so it runs with the lock held.
 pub(crate) struct Shard {
-    entries: Lru<StdArc<Entry>>,
-    bytes: usize,
-    max_entries: usize,
-    max_bytes: usize,
+    /// The entries, their bytes, bounds and eviction order.
+    entries: S3Fifo<StdArc<Entry>>,
     pub(crate) flights: HashMap<CacheKey, FlightRecord, PrehashedKey>,
     pub(crate) counters: Counters,
 }
@@ -105,10 +107,7 @@ pub(crate) struct Shard {
 impl Shard {
     fn new(max_entries: usize, max_bytes: usize) -> Shard {
         Shard {
-            entries: Lru::new(),
-            bytes: 0,
-            max_entries,
-            max_bytes,
+            entries: S3Fifo::new(max_entries, max_bytes),
             flights: HashMap::with_hasher(PrehashedKey),
             counters: Counters::default(),
         }
@@ -144,11 +143,11 @@ impl Shard {
         }
     }
 
-    /// Stores `entry` under `key`, evicting from the cold end to stay within
-    /// the bounds. Returns whether it was stored.
+    /// Stores `entry` under `key`, evicting to stay within the bounds.
+    /// Returns whether it was stored.
     pub(crate) fn insert(&mut self, key: &CacheKey, entry: StdArc<Entry>) -> bool {
         let weight = entry.weight(key);
-        if weight > self.max_bytes {
+        if weight > self.entries.max_bytes() {
             // Refused; an older answer for the same key is outdated now.
             if self.remove_entry(key).is_some() {
                 self.counters.evictions += 1;
@@ -156,16 +155,10 @@ impl Shard {
             self.counters.rejected_inserts += 1;
             return false;
         }
-        if let Some(old) = self.entries.insert(key.clone(), entry) {
-            self.bytes -= old.weight(key);
-        }
-        self.bytes += weight;
+        self.entries.insert(key.clone(), entry, weight);
         self.counters.inserts += 1;
-        // The new entry is the most recent and fits alone, so this stops
-        // before reaching it.
-        while self.entries.len() > self.max_entries || self.bytes > self.max_bytes {
-            let (cold_key, cold) = self.entries.pop_lru().expect("over a bound means not empty");
-            self.bytes -= cold.weight(&cold_key);
+        // The new entry fits alone and is never the victim, so it stays.
+        while self.entries.evict().is_some() {
             self.counters.evictions += 1;
         }
         true
@@ -173,9 +166,7 @@ impl Shard {
 
     /// Removes `key`'s entry (uncounted; the caller counts why).
     fn remove_entry(&mut self, key: &CacheKey) -> Option<StdArc<Entry>> {
-        let old = self.entries.remove(key)?;
-        self.bytes -= old.weight(key);
-        Some(old)
+        self.entries.remove(key)
     }
 
     fn invalidate(&mut self, key: &CacheKey) -> bool {
@@ -193,10 +184,7 @@ impl Shard {
                 flight.invalidated = true;
             }
         }
-        let removed = self.entries.remove_where(|key, _| doomed(key));
-        for (key, entry) in &removed {
-            self.bytes -= entry.weight(key);
-        }
+        let removed = self.entries.remove_where(doomed);
         self.counters.invalidations += removed.len() as u64;
         removed.len()
     }
@@ -207,14 +195,13 @@ impl Shard {
         }
         let removed = self.entries.len();
         self.entries.clear();
-        self.bytes = 0;
         self.counters.invalidations += removed as u64;
         removed
     }
 
     #[cfg(any(test, fuzzing))]
-    fn keys_by_recency(&self) -> Vec<CacheKey> {
-        self.entries.keys_by_recency()
+    fn policy_state(&self) -> Vec<(CacheKey, Queue, u8)> {
+        self.entries.state()
     }
 }
 
@@ -352,10 +339,10 @@ impl Cache {
             counters.add(&shard.counters);
             in_flight += shard.flights.len() as u64;
             entries += shard.entries.len() as u64;
-            bytes += shard.bytes as u64;
+            bytes += shard.entries.bytes() as u64;
         }
-        let max_entries = shards.iter().map(|s| s.max_entries as u64).sum();
-        let max_bytes = shards.iter().map(|s| s.max_bytes as u64).sum();
+        let max_entries = shards.iter().map(|s| s.entries.max_entries() as u64).sum();
+        let max_bytes = shards.iter().map(|s| s.entries.max_bytes() as u64).sum();
         StatsSnapshot::from_parts(
             &counters,
             in_flight,
@@ -367,11 +354,12 @@ impl Cache {
         )
     }
 
-    /// Keys held, each shard from most to least recently used, shards in
-    /// order (for sequential models in tests and fuzzing).
+    /// Every entry's key, queue and read counter in eviction order, shard
+    /// by shard: small from newest to oldest, then main from newest to
+    /// oldest (for sequential models in tests and fuzzing).
     #[cfg(any(test, fuzzing))]
-    pub fn keys_by_recency(&self) -> Vec<CacheKey> {
-        self.each_shard_collect(|shard| shard.keys_by_recency())
+    pub fn policy_state(&self) -> Vec<(CacheKey, Queue, u8)> {
+        self.each_shard_collect(|shard| shard.policy_state())
     }
 
     /// Locks the shard that owns `key`.

@@ -8,7 +8,7 @@
 //! # Map
 //! - [`key`]: canonical keys (`runners:repo=o/r`).
 //! - [`entry`]: entries, freshness (fresh / stale / expired), TTLs.
-//! - [`lru`]: the O(1) least-recently-used map inside each shard.
+//! - [`s3fifo`]: the eviction policy inside each shard (S3-FIFO), and why.
 //! - [`cache`]: [`Cache`]: shards, lookup / insert / invalidate / clear,
 //!   stats; **the lock order** is documented there.
 //! - [`stats`]: counters and the consistent [`StatsSnapshot`].
@@ -35,9 +35,9 @@ pub mod entry;
 pub mod flight;
 pub mod key;
 pub mod lifecycle;
-mod lru;
 mod outcome;
 pub mod process;
+mod s3fifo;
 pub mod stats;
 
 pub use cache::{Cache, CacheConfig, Lookup};
@@ -47,6 +47,8 @@ pub use flight::{Begin, CacheMode, FetchFailed, Fetched, FlightLeader, FlightOut
 pub use key::{key_text_names_repository, CacheKey, KeyError, Operation};
 pub use lifecycle::{LifecycleConfig, P2pHost, P2pPhase, P2pStatus, StartError, StartOutcome};
 pub use process::{AlreadyInitialized, Node};
+#[cfg(any(test, fuzzing))]
+pub use s3fifo::Queue;
 pub use stats::{Api, Event, StatsSnapshot};
 #[cfg(all(test, not(loom)))]
 mod proptests;

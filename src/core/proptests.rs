@@ -4,7 +4,7 @@
 //! The models are the fuzz targets' own (`fuzz/src/*_model.rs`, included
 //! below with `#[path]`), so proptest and libFuzzer check one specification:
 //! - `cache_ops`: a proptest-state-machine test; the reference state machine
-//!   is the cache model (TTL, LRU eviction by entries and bytes, prefix
+//!   is the cache model (TTL, S3-FIFO eviction by entries and bytes, prefix
 //!   invalidation, counters that survive `clear`), the system under test a
 //!   real `Cache` compared with it after every transition;
 //! - `single_flight`: interleavings of three callers' steps, cache
@@ -32,7 +32,7 @@ use flight_model::{Completion, FlightOp};
 use lifecycle_model::{LifeOp, LifecycleSetup, StartResult};
 
 fn cache_setup() -> impl Strategy<Value = CacheSetup> {
-    // Mostly one shard (exact LRU order checked), sometimes several.
+    // Mostly one shard (exact eviction order checked), sometimes several.
     let shards = prop_oneof![3 => Just(0u8), 1 => 1u8..4];
     (any::<u8>(), any::<u16>(), 0u16..3000, 0u16..3000, shards).prop_map(
         |(max_entries, max_bytes, ttl_ms, grace_ms, shards)| CacheSetup {

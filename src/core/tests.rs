@@ -74,18 +74,83 @@ fn ttl_overrides_apply_per_operation() {
     assert!(matches!(cache.lookup(&k), Lookup::Stale(_)));
 }
 
+/// The policy's view of `cache`: (key, queue, read counter), small then
+/// main, each from newest to oldest.
+fn queues(cache: &Cache) -> Vec<(CacheKey, Queue, u8)> {
+    cache.policy_state()
+}
+
 #[test]
-fn eviction_is_least_recently_used_within_the_entry_bound() {
+fn eviction_promotes_what_was_read_and_evicts_the_oldest_unread_new_key() {
     let (cache, _) = setup(one_shard(3, 1 << 20));
     for n in 0..3 {
         cache.insert(&key(n), body(&cache, &key(n), "x"));
     }
     assert!(matches!(cache.lookup(&key(0)), Lookup::Fresh(_)));
+    assert_eq!(queues(&cache)[2], (key(0), Queue::Small, 1), "a read counts");
     cache.insert(&key(3), body(&cache, &key(3), "x"));
-    assert_eq!(cache.lookup(&key(1)), Lookup::Miss, "coldest entry evicted");
-    assert_eq!(cache.keys_by_recency(), [key(3), key(0), key(2)]);
+    assert_eq!(cache.lookup(&key(1)), Lookup::Miss, "oldest unread new key evicted");
+    assert_eq!(
+        queues(&cache),
+        [
+            (key(3), Queue::Small, 0),
+            (key(2), Queue::Small, 0),
+            (key(0), Queue::Main, 0)
+        ],
+        "the read one moved to main, its counter cleared"
+    );
     let s = checked(&cache);
     assert_eq!((s.entries, s.evictions), (3, 1));
+    // key(1) is in the ghost: back in, it goes straight to main.
+    cache.insert(&key(1), body(&cache, &key(1), "x"));
+    assert_eq!(
+        queues(&cache),
+        [
+            (key(3), Queue::Small, 0),
+            (key(1), Queue::Main, 0),
+            (key(0), Queue::Main, 0)
+        ]
+    );
+    assert_eq!(checked(&cache).evictions, 2);
+}
+
+#[test]
+fn main_gives_read_entries_a_second_chance_and_reads_at_the_top_write_nothing() {
+    let (cache, _) = setup(one_shard(2, 1 << 20));
+    // 0 and 1 are evicted unread from small (into the ghost), 2 too when
+    // they come back: through the ghost, both go straight to main.
+    for n in [0, 1, 2, 0, 1] {
+        cache.insert(&key(n), body(&cache, &key(n), "x"));
+    }
+    assert_eq!(queues(&cache), [(key(1), Queue::Main, 0), (key(0), Queue::Main, 0)]);
+    for _ in 0..5 {
+        cache.lookup(&key(0));
+    }
+    assert_eq!(queues(&cache)[1], (key(0), Queue::Main, 3), "the counter stops at 3");
+    // Small holds only the newest entry, so main gives: key(0) was read and
+    // goes round once more (3 -> 2); key(1) was not and is evicted.
+    cache.insert(&key(3), body(&cache, &key(3), "x"));
+    assert_eq!(queues(&cache), [(key(3), Queue::Small, 0), (key(0), Queue::Main, 2)]);
+    assert_eq!(cache.lookup(&key(1)), Lookup::Miss);
+    assert_eq!(checked(&cache).evictions, 4);
+}
+
+#[test]
+fn one_off_keys_pass_through_small_without_pushing_out_the_hot_set() {
+    let (cache, _) = setup(one_shard(20, 1 << 20));
+    for n in 0..10 {
+        cache.insert(&key(n), body(&cache, &key(n), "x"));
+        cache.lookup(&key(n));
+    }
+    for n in 100..1000 {
+        cache.insert(&key(n), body(&cache, &key(n), "x"));
+    }
+    for n in 0..10 {
+        assert!(
+            matches!(cache.lookup(&key(n)), Lookup::Fresh(_)),
+            "hot key {n} survived the scan"
+        );
+    }
 }
 
 #[test]
@@ -100,7 +165,8 @@ fn eviction_keeps_bytes_within_the_byte_bound() {
     // A double-weight entry pushes out the two coldest.
     cache.insert(&key(5), body(&cache, &key(5), &"x".repeat(10 + w)));
     let s = checked(&cache);
-    assert_eq!(cache.keys_by_recency(), [key(5), key(2)]);
+    let held: Vec<_> = queues(&cache).into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(held, [key(5), key(2)], "the oldest two went");
     assert_eq!((s.evictions, s.bytes as usize), (2, 3 * w));
     // Heavier than the whole bound: refused, and the old answer dropped.
     assert!(!cache.insert(&key(2), body(&cache, &key(2), &"x".repeat(4 * w))));
