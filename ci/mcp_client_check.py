@@ -59,6 +59,11 @@ async def classic(url):
             repo = structured(await session.call_tool("gh_get_repo", {"repo": "octo/hello"}))
             check(names, stats, repo, "ClientSession")
             assert repo["cache_mode"] == "hit", f"second read should hit: {repo}"
+            # Bad arguments come back as a tool error the model can read.
+            bad = await session.call_tool("gh_get_repo", {"repo": "no-slash"})
+            assert bad.is_error, f"bad arguments should be isError: {bad}"
+            assert "owner/name" in bad.content[0].text, f"the error should say why: {bad}"
+            print("ClientSession: bad arguments -> isError with the reason")
 
 
 async def main(url):

@@ -4,9 +4,10 @@
 //! `tools/list` comes from [`tools::definitions`](super::tools::definitions)
 //! and `tools/call` from [`ToolCall::parse`] + [`App::call`], the very
 //! functions `/jsonrpc` uses. A tool's result is returned as MCP content
-//! (its JSON as text) plus `structuredContent`; a GitHub failure is a tool
-//! error (`isError: true`) the caller can read, while an unknown tool or bad
-//! arguments are protocol errors (-32601 / -32602).
+//! (its JSON as text) plus `structuredContent`; a GitHub failure and
+//! arguments that fail validation are tool errors (`isError: true`) the
+//! caller can read and correct, while an unknown tool is a protocol error
+//! (-32601).
 
 use std::borrow::Cow;
 
@@ -79,8 +80,16 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = request.arguments.map(Value::Object);
-        let call = ToolCall::parse(&request.name, arguments.as_ref())
-            .map_err(|e| ErrorData::new(ErrorCode(e.code as i32), e.message, e.data))?;
+        let call = match ToolCall::parse(&request.name, arguments.as_ref()) {
+            Ok(call) => call,
+            // Bad arguments are a tool result the model can read and correct
+            // (MCP 2025-11-25, SEP-1303); an unknown tool stays a protocol
+            // error.
+            Err(e) if e.code == -32602 => {
+                return Ok(CallToolResult::structured_error(serde_json::json!({"error": e.message})).into());
+            }
+            Err(e) => return Err(ErrorData::new(ErrorCode(e.code as i32), e.message, e.data)),
+        };
         // One tool call, one upstream budget (`max_upstream_per_request`).
         let max = self.app.config.limits.max_upstream_per_request;
         let client = context
