@@ -35,7 +35,7 @@ pub enum Call {
     /// `tools/list`.
     ListTools,
     /// `tools/call`.
-    Tool(ToolCall),
+    Tool(Box<ToolCall>),
     /// A notification we accept and ignore (`notifications/*`).
     Ignore,
 }
@@ -115,7 +115,9 @@ fn decode_one(v: &Value) -> Decoded {
         "tools/list" => Ok(Call::ListTools),
         "tools/call" => match params {
             Some(Value::Object(p)) => match p.get("name") {
-                Some(Value::String(name)) => ToolCall::parse(name, p.get("arguments")).map(Call::Tool),
+                Some(Value::String(name)) => {
+                    ToolCall::parse(name, p.get("arguments")).map(|call| Call::Tool(Box::new(call)))
+                }
                 _ => Err(RpcError::invalid_params("`params.name` must be a string")),
             },
             _ => Err(RpcError::invalid_params("tools/call needs params {name, arguments}")),
@@ -144,7 +146,7 @@ async fn run(app: &App, d: Decoded) -> Option<Value> {
         })),
         Ok(Call::Ping) | Ok(Call::Ignore) => Ok(json!({})),
         Ok(Call::ListTools) => Ok(super::tools::list()),
-        Ok(Call::Tool(call)) => app.call(call).await,
+        Ok(Call::Tool(call)) => app.call(*call).await,
         Err(e) => Err(e),
     };
     let id = d.id?; // notifications get no answer
