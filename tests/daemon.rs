@@ -327,15 +327,7 @@ async fn metrics_and_health() {
     let d = Daemon::start(test_config(&gh)).await;
     d.mode("gh_get_repo", json!({"repo": "o/r"})).await;
     d.mode("gh_get_repo", json!({"repo": "o/r"})).await;
-    let text = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     for line in [
         "ghcache_hits_total 1",
         "ghcache_api_calls_total 1",

@@ -419,15 +419,7 @@ async fn one_runaway_client_cannot_drain_the_shared_quota() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("ghcache_http_refused_total{reason=\"client_rate\"} 1"),
         "{metrics}"
@@ -445,14 +437,6 @@ async fn a_spent_quota_is_counted_once_per_window() {
     let r = d.client.get(d.url("/github/repos/o/b")).send().await.unwrap();
     assert_eq!(r.status(), 403, "no request while the quota is spent");
     assert_eq!(gh.requests(), 1);
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(metrics.contains("ghcache_ratelimit_exhausted_total 1"), "{metrics}");
 }

@@ -410,15 +410,7 @@ async fn rebinding_hosts_are_refused_on_every_route() {
         assert_eq!(status, 200, "{host}");
     }
     assert_eq!(gh.requests(), 1, "refused requests never reach GitHub");
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("ghcache_http_refused_total{reason=\"host\"} 26"),
         "{metrics}"
@@ -483,15 +475,7 @@ async fn slow_and_idle_connections_are_closed_and_others_still_served() {
     assert!(started.elapsed() < Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(open_fds() <= fds_before + 8, "fds {} > {} + 8", open_fds(), fds_before);
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(metric(&metrics, "ghcache_http_refused_total{reason=\"idle_timeout\"}") >= 80);
     assert_eq!(
         metric(&metrics, "ghcache_http_refused_total{reason=\"body_timeout\"}"),
@@ -711,15 +695,7 @@ async fn batches_and_upstream_requests_per_request_are_bounded() {
         "{v}"
     );
     assert_eq!(gh.requests(), 23, "3 pages of 100");
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert_eq!(metric(&metrics, "ghcache_http_refused_total{reason=\"batch_size\"}"), 1);
     assert_eq!(
         metric(&metrics, "ghcache_http_refused_total{reason=\"upstream_budget\"}"),

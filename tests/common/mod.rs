@@ -267,6 +267,18 @@ impl Daemon {
             .to_string()
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn stats(&self) -> Value {
         self.call("gh_get_cache_stats", json!({})).await["result"].clone()
     }
