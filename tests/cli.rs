@@ -9,6 +9,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::KillOnDrop;
+
 fn ghcache() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ghcache"));
     c.env("GITHUB_TOKEN", "test-token")
@@ -283,31 +285,6 @@ fn start_daemon(dir: &std::path::Path, args: &[&str]) -> (KillOnDrop, u16, UnixD
     );
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     (KillOnDrop(child), port, sock)
-}
-
-/// A daemon process that a failing test does not leave behind.
-struct KillOnDrop(std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[test]

@@ -28,7 +28,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use common::{test_config, Daemon, FakeGithub};
+use common::{test_config, Daemon, FakeGithub, KillOnDrop};
 use ghcache::daemon::config::Config;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -901,14 +901,4 @@ async fn floods_leave_a_daemon_process_bounded_and_serving() {
         rss_after < rss_before + 32 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-}
-
-/// Kills a daemon process when the test ends, passed or failed.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
