@@ -156,12 +156,6 @@ impl Metrics {
         self.refused[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Refusals so far for `why`.
-    pub fn refused_count(&self, why: Refusal) -> u64 {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.refused[i].load(Ordering::Relaxed)
-    }
-
     /// Upstream exchanges so far, all statuses.
     pub fn upstream_total(&self) -> u64 {
         self.upstream.iter().map(|a| a.load(Ordering::Relaxed)).sum()

@@ -840,10 +840,18 @@ fn check_headers(headers: &reqwest::header::HeaderMap) -> Result<(), String> {
 /// Does this `Content-Type` promise JSON? (None: GitHub always names
 /// one, so an answer without it is checked too.)
 fn claims_json(content_type: Option<&str>) -> bool {
-    content_type.is_none_or(|t| {
-        let t = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        t.ends_with("/json") || t.ends_with("+json")
-    })
+    content_type.is_none_or(is_json_type)
+}
+
+/// Is this `Content-Type` value a JSON media type (`…/json`, `…+json`)?
+pub fn is_json_type(content_type: &str) -> bool {
+    let t = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    t.ends_with("/json") || t.ends_with("+json")
 }
 
 fn transport(message: String) -> UpstreamError {

@@ -45,7 +45,7 @@ use super::guard::{error_json, token_matches};
 use crate::core::Served;
 use crate::daemon::response;
 use crate::daemon::tools::{api_read, parse_query, Variant};
-use crate::daemon::upstream::{ClientToken, ErrorKind, DEFAULT_API_VERSION};
+use crate::daemon::upstream::{is_json_type, ClientToken, ErrorKind, DEFAULT_API_VERSION};
 use crate::daemon::{upstream_error, App};
 use crate::sync::StdArc as Arc;
 
@@ -178,11 +178,26 @@ pub fn rewrite_urls(bytes: &Bytes, from: &str, to: &str) -> Bytes {
 }
 
 fn is_json(content_type: Option<&[u8]>) -> bool {
-    content_type.is_some_and(|t| {
-        let t = String::from_utf8_lossy(t).to_ascii_lowercase();
-        let t = t.split(';').next().unwrap_or_default().trim().to_string();
-        t.ends_with("/json") || t.ends_with("+json")
-    })
+    content_type
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .is_some_and(is_json_type)
+}
+
+/// Appends one of GitHub's headers to `out`; when `rewrite` is set, the
+/// URLs under the API root (`from`) in it are rewritten to the proxy
+/// (`to`). A name or value that is not a valid header is dropped.
+fn put_header(out: &mut HeaderMap, name: &str, value: &Bytes, rewrite: bool, from: &str, to: &str) {
+    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+        return;
+    };
+    let value = if rewrite {
+        rewrite_urls(value, from, to)
+    } else {
+        value.clone()
+    };
+    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+        out.append(name, value);
+    }
 }
 
 fn cache_mode_header(mode: &str) -> (HeaderName, HeaderValue) {
@@ -232,17 +247,8 @@ fn answer(
     });
     let mut headers = HeaderMap::new();
     for (name, value) in &stored.headers {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        let value = if name == header::LINK || name == header::LOCATION {
-            rewrite_urls(value, upstream_base, base)
-        } else {
-            value.clone()
-        };
-        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-            headers.append(name, value);
-        }
+        let rewrite = matches!(name.as_str(), "link" | "location");
+        put_header(&mut headers, name, value, rewrite, upstream_base, base);
     }
     if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert(header::ETAG, tag);
@@ -281,24 +287,18 @@ fn failure(app: &App, e: &crate::core::FetchFailed, base: &str) -> Response {
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
     if let Some(u) = upstream_error(e) {
         for (name, value) in &u.headers {
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            // A redirect off the API root goes back as it came.
-            let value = if name == header::LINK {
-                rewrite_urls(value, app.upstream.base().as_str(), base)
-            } else {
-                value.clone()
-            };
-            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-                headers.insert(name, value);
-            }
+            // A redirect off the API root goes back as it came: its
+            // `Location` is not rewritten.
+            put_header(
+                &mut headers,
+                name,
+                value,
+                name == "link",
+                app.upstream.base().as_str(),
+                base,
+            );
         }
         match u.kind {
             ErrorKind::RateLimited { reset } => {
@@ -312,6 +312,12 @@ fn failure(app: &App, e: &crate::core::FetchFailed, base: &str) -> Response {
             }
             _ => {}
         }
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
     }
     let (name, value) = cache_mode_header("error");
     headers.insert(name, value);
@@ -376,17 +382,9 @@ async fn write(
         ) {
             continue;
         }
-        let value = if name == header::LINK || name == header::LOCATION {
-            HeaderValue::from_maybe_shared(rewrite_urls(
-                &Bytes::copy_from_slice(value.as_bytes()),
-                upstream_base,
-                base,
-            ))
-            .unwrap_or_else(|_| value.clone())
-        } else {
-            value.clone()
-        };
-        headers.append(name.clone(), value);
+        let rewrite = name == header::LINK || name == header::LOCATION;
+        let value = Bytes::copy_from_slice(value.as_bytes());
+        put_header(&mut headers, name.as_str(), &value, rewrite, upstream_base, base);
     }
     let (name, value) = cache_mode_header("pass");
     headers.insert(name, value);
