@@ -266,19 +266,23 @@ impl App {
         tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Drops every entry of repository `o/r`, of every tool and every
-    /// credential partition, from memory and the store: what a write to it
-    /// may have changed. Returns how many entries were dropped.
-    pub fn invalidate_repository(&self, repo: &str) -> usize {
-        let dropped = self.cache.invalidate_repository(repo);
+    /// Applies an invalidation to this node's memory and store; every
+    /// invalidation (the tool, a write through the proxy) goes through here.
+    /// Returns how many in-memory entries were dropped.
+    pub fn invalidate(&self, what: &Invalidate) -> usize {
+        let dropped = match what {
+            Invalidate::All => self.cache.clear(),
+            Invalidate::Prefix(p) => self.cache.invalidate_prefix(p),
+            Invalidate::Repository(r) => self.cache.invalidate_repository(r),
+        };
         if let Some(store) = &self.store {
-            store.delete_repository(repo);
+            match what {
+                Invalidate::All => store.delete_prefix(""),
+                Invalidate::Prefix(p) => store.delete_prefix(p),
+                Invalidate::Repository(r) => store.delete_repository(r),
+            }
         }
-        tracing::debug!(
-            repo,
-            dropped,
-            "a write through the proxy dropped the repository's entries"
-        );
+        tracing::debug!(?what, dropped, "invalidated");
         dropped
     }
 
@@ -682,18 +686,12 @@ impl App {
                 }
             }
             ToolCall::Invalidate(what) => {
-                let removed = match &what {
-                    Invalidate::All => self.cache.clear(),
-                    Invalidate::Prefix(p) => self.cache.invalidate_prefix(p),
-                };
-                let prefix = match &what {
-                    Invalidate::All => String::new(),
-                    Invalidate::Prefix(p) => p.clone(),
-                };
-                if let Some(store) = &self.store {
-                    store.delete_prefix(&prefix);
-                }
-                Ok(json!({"invalidated": removed, "pattern": if prefix.is_empty() { "*".to_string() } else { prefix }}))
+                let removed = self.invalidate(&what);
+                Ok(match what {
+                    Invalidate::All => json!({"invalidated": removed, "pattern": "*"}),
+                    Invalidate::Prefix(p) => json!({"invalidated": removed, "pattern": p}),
+                    Invalidate::Repository(r) => json!({"invalidated": removed, "repo": r}),
+                })
             }
             ToolCall::AuthStatus => {
                 let source = format!("{:?}", self.config.token_source);

@@ -46,13 +46,16 @@ impl RpcError {
     }
 }
 
-/// What `gh_invalidate_cache` removes.
+/// What an invalidation removes: from `gh_invalidate_cache`, a write
+/// through the proxy, or (later) a webhook. `App::invalidate` applies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidate {
     /// Everything.
     All,
     /// Every key starting with this.
     Prefix(String),
+    /// Every key of repository `owner/name`, of every tool and partition.
+    Repository(String),
 }
 
 /// A validated tool call.
@@ -85,8 +88,8 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
         ("gh_list_peers", "The P2P peers this node is connected to (Peer ID, addresses, agent, ping).", obj(json!({}), &[])),
         (
             "gh_invalidate_cache",
-            "Drop cached entries: all, or those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed).",
-            obj(json!({"pattern": {"type": "string"}}), &[]),
+            "Drop cached entries: all, those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed), or every entry of repository `repo` (every tool, /github/ paths included). Give at most one of the two.",
+            obj(json!({"pattern": {"type": "string"}, "repo": repo}), &[]),
         ),
         (
             "gh_api",
@@ -410,7 +413,13 @@ impl ToolCall {
                 Ok(ToolCall::ListPeers)
             }
             "gh_invalidate_cache" => {
-                let a = Args::new(arguments, &["pattern"])?;
+                let a = Args::new(arguments, &["pattern", "repo"])?;
+                if a.get("repo").is_some() {
+                    if a.get("pattern").is_some() {
+                        return Err(RpcError::invalid_params("give `pattern` or `repo`, not both"));
+                    }
+                    return Ok(ToolCall::Invalidate(Invalidate::Repository(repo_arg(&a)?)));
+                }
                 let pattern = a.str_opt("pattern")?.unwrap_or("*");
                 let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
                 if prefix.is_empty() {
@@ -673,6 +682,21 @@ mod tests {
             ToolCall::parse("gh_invalidate_cache", None),
             Ok(ToolCall::Invalidate(Invalidate::All))
         );
+        assert_eq!(
+            ToolCall::parse("gh_invalidate_cache", Some(&json!({"repo": "o/r"}))),
+            Ok(ToolCall::Invalidate(Invalidate::Repository("o/r".into())))
+        );
+        for bad in [
+            json!({"repo": "o/r", "pattern": "x"}),
+            json!({"repo": "../r"}),
+            json!({"repo": 1}),
+        ] {
+            assert_eq!(
+                ToolCall::parse("gh_invalidate_cache", Some(&bad)).unwrap_err().code,
+                -32602,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ use serde_json::json;
 use super::guard::{error_json, token_matches};
 use crate::core::Served;
 use crate::daemon::response;
-use crate::daemon::tools::{api_read, parse_query, Variant};
+use crate::daemon::tools::{api_read, parse_query, Invalidate, Variant};
 use crate::daemon::upstream::{is_json_type, ClientToken, ErrorKind, DEFAULT_API_VERSION};
 use crate::daemon::{upstream_error, App};
 use crate::sync::StdArc as Arc;
@@ -370,7 +370,7 @@ async fn write(
     };
     if (200..300).contains(&forwarded.status) {
         if let Some(repo) = repository_of(path.as_str()) {
-            app.invalidate_repository(&repo);
+            app.invalidate(&Invalidate::Repository(repo));
         }
     }
     let upstream_base = app.upstream.base().as_str();
