@@ -127,7 +127,6 @@ fn off_origin_forms(me: SocketAddr, evil: SocketAddr) -> Vec<String> {
 async fn hostile(State(s): State<HostileState>, headers: HeaderMap, req: Request) -> Response {
     let path = req.uri().path().to_string();
     *s.hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
-    let _ = headers;
     let forms = off_origin_forms(s.me, s.evil);
     let json = |body: String| -> Response {
         let mut r = (StatusCode::OK, body).into_response();
@@ -179,6 +178,11 @@ async fn hostile(State(s): State<HostileState>, headers: HeaderMap, req: Request
             r.headers_mut()
                 .insert("link", HeaderValue::from_bytes(b"<\xff\xfe>; rel=\"next\"").unwrap());
             r
+        }
+        // Who the request came as.
+        ["", "whoami"] => {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+            json(json!({"authorization": auth}).to_string())
         }
         _ => json(json!({"path": path}).to_string()),
     }
@@ -363,6 +367,52 @@ async fn hostile_answers_are_refused_not_cached() {
         let r = d.client.get(d.url(path)).send().await.unwrap();
         assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
     }
+    assert_eq!(evil.connections(), 0);
+}
+
+#[tokio::test]
+async fn hostile_client_headers_are_refused_before_github() {
+    let evil = Recorder::start().await;
+    let up = Hostile::start(evil.addr).await;
+    let d = Daemon::start(hostile_config(up.base())).await;
+    let whoami = d.url("/github/whoami");
+    let long_version = "9".repeat(10_000);
+    let long_accept = format!("application/vnd.github.{}+json", "x".repeat(300));
+    let mut refused = vec![
+        ("x-github-api-version", "../../admin".to_string()),
+        ("x-github-api-version", "2022-11-28; drop".to_string()),
+        ("x-github-api-version", long_version),
+        ("accept", long_accept),
+        ("authorization", "Digest username=x".to_string()),
+        ("authorization", "Basic !!!not-base64".to_string()),
+        ("authorization", "tokenwithoutscheme".to_string()),
+    ];
+    // One distinct hostile version per request must not mint one key each.
+    refused.extend((0..50).map(|i| ("x-github-api-version", format!("v{i}"))));
+    for (name, value) in &refused {
+        let r = d.client.get(&whoami).header(*name, value).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        let expected = if *name == "authorization" { 401 } else { 400 };
+        assert_eq!(status, expected, "{name}: {value:.40} → {body}");
+        assert!(body.contains("message"), "a clear error: {body}");
+    }
+    assert_eq!(up.hits("/api/v3/whoami"), 0, "nothing refused reached GitHub");
+    assert_eq!(d.stats().await["entries"], 0, "and nothing was keyed");
+    // A Basic credential is the client's own token, not "no token".
+    let r: Value = d
+        .client
+        .get(&whoami)
+        .basic_auth("octocat", Some("ghp_mine"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(r["authorization"], "Bearer ghp_mine");
     assert_eq!(evil.connections(), 0);
 }
 

@@ -3,7 +3,9 @@
 //! **Reads** (GET, HEAD) go through the cache ([`App::read`]) under a key
 //! holding everything that changes the answer: path, sorted query, a
 //! non-default `Accept` and `X-GitHub-Api-Version`, and the credential
-//! partition ([`Variant`]). The answer is GitHub's own, replayed from the
+//! partition ([`Variant`]). An `X-GitHub-Api-Version` that is not a date
+//! or an `Accept` over 256 bytes is refused (400) rather than forwarded or
+//! keyed, so no header mints unbounded keys. The answer is GitHub's own, replayed from the
 //! stored [`Response`](crate::daemon::response::Response): status, body
 //! bytes and the headers that describe them (content type, every `Link`
 //! rel, `ETag`, `Last-Modified`, `X-GitHub-Media-Type`, OAuth scopes, …),
@@ -17,11 +19,13 @@
 //! bytes. The `Host` used was checked by the guard.
 //!
 //! **Credentials**: a request with its own GitHub token
-//! (`Authorization: token …` / `Bearer …`) is sent with that token and
+//! (`Authorization: token …` / `Bearer …` / `Basic` with the token as
+//! password) is sent with that token and
 //! cached in that token's partition (a keyed hash of it, never the token);
 //! an answer fetched with one token is never served to another, and such
 //! answers are neither written to disk nor shared with peers. Without one,
-//! the daemon's token is used. When the daemon has an `mcp_token`, a client
+//! the daemon's token is used; an `Authorization` that cannot be read is
+//! refused (401), never taken as "no token". When the daemon has an `mcp_token`, a client
 //! presents it as `Authorization` (then the daemon's GitHub token is used)
 //! or as `Proxy-Authorization: Bearer …` beside its own GitHub token in
 //! `Authorization`.
@@ -57,19 +61,16 @@ pub async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, header
         return error_json(StatusCode::BAD_REQUEST, "malformed query string");
     };
     let base = proxy_base(&headers);
-    let token = client_token(&app, &headers);
+    let token = match client_token(&app, &headers) {
+        Ok(t) => t,
+        Err(why) => return error_json(StatusCode::UNAUTHORIZED, &format!("Bad credentials: {why}")),
+    };
     if method != Method::GET && method != Method::HEAD {
         return write(&app, method, path, &query, &headers, token, body, &base).await;
     }
-    let variant = Variant {
-        accept: non_default_accept(&headers),
-        api_version: headers
-            .get("x-github-api-version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && *v != DEFAULT_API_VERSION)
-            .map(str::to_string),
-        credential: token,
+    let variant = match variant_of(&headers, token) {
+        Ok(v) => v,
+        Err(refused) => return refused,
     };
     let (key, req) = match api_read(path, query, &variant) {
         Ok(kr) => kr,
@@ -102,29 +103,120 @@ fn proxy_base(headers: &HeaderMap) -> String {
     format!("http://{host}/github")
 }
 
-/// The client's own GitHub token, if it sent one (module docs).
-fn client_token(app: &App, headers: &HeaderMap) -> Option<ClientToken> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !(scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")) {
-        return None;
+/// The client's own GitHub token, if it sent one (module docs): from
+/// `Authorization: token T`, `Bearer T` or `Basic base64(user:T)` (GitHub
+/// takes a token as the Basic password, or as the user name with the
+/// password `x-oauth-basic` or none). The MCP token is not a GitHub token:
+/// presented here it means "read with the daemon's". Any other value is
+/// refused, never read as "no token": a client that sent credentials must
+/// not silently get the daemon's view instead of its own.
+fn client_token(app: &App, headers: &HeaderMap) -> Result<Option<ClientToken>, &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| "the Authorization header is not text")?;
+    let (scheme, credential) = value
+        .trim()
+        .split_once(' ')
+        .ok_or("no scheme in the Authorization header")?;
+    let credential = credential.trim();
+    let token = if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
+        credential.to_string()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        basic_token(credential)?
+    } else {
+        return Err("the Authorization scheme is not token, Bearer or Basic");
+    };
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token is empty, too long or not printable ASCII");
     }
-    let token = token.trim();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return None;
-    }
-    match app.config.mcp_token.0.as_deref() {
-        Some(mcp) if token_matches(token, mcp) => None,
+    Ok(match app.config.mcp_token.0.as_deref() {
+        Some(mcp) if token_matches(&token, mcp) => None,
         _ => Some(ClientToken {
-            secret: token.to_string(),
-            partition: app.credential_partition(token),
+            partition: app.credential_partition(&token),
+            secret: token,
         }),
-    }
+    })
 }
 
-/// `Accept` unless it names GitHub's default JSON.
-fn non_default_accept(headers: &HeaderMap) -> Option<String> {
-    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+/// Longer than any GitHub token (fine-grained ones are 93 characters).
+const MAX_TOKEN_BYTES: usize = 1024;
+
+/// The token in a Basic credential (see [`client_token`]).
+fn basic_token(credential: &str) -> Result<String, &'static str> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credential)
+        .map_err(|_| "the Basic credential is not base64")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "the Basic credential is not UTF-8")?;
+    let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+    Ok(match password {
+        "" | "x-oauth-basic" => user,
+        password => password,
+    }
+    .to_string())
+}
+
+/// Longest `Accept` the proxy keys on; GitHub's media types are far shorter.
+const MAX_ACCEPT_BYTES: usize = 256;
+
+/// What, besides path and query, selects GitHub's answer (the key's
+/// [`Variant`]): checked here so that a hostile header neither reaches
+/// GitHub nor mints unbounded keys. An `X-GitHub-Api-Version` that is not
+/// a date (`YYYY-MM-DD`, GitHub's only form) and an over-long or non-text
+/// `Accept` are refused with 400.
+#[allow(clippy::result_large_err)]
+fn variant_of(headers: &HeaderMap, credential: Option<ClientToken>) -> Result<Variant, Response> {
+    let api_version = match headers.get("x-github-api-version") {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default().trim();
+            if !is_api_version(v) {
+                return Err(error_json(
+                    StatusCode::BAD_REQUEST,
+                    "X-GitHub-Api-Version must be a date, YYYY-MM-DD (e.g. 2022-11-28)",
+                ));
+            }
+            (v != DEFAULT_API_VERSION).then(|| v.to_string())
+        }
+    };
+    let accept = match headers.get(header::ACCEPT) {
+        None => None,
+        Some(v) => {
+            let Ok(text) = v.to_str() else {
+                return Err(error_json(StatusCode::BAD_REQUEST, "the Accept header is not text"));
+            };
+            if text.len() > MAX_ACCEPT_BYTES {
+                return Err(error_json(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the Accept header is over {MAX_ACCEPT_BYTES} bytes"),
+                ));
+            }
+            non_default_accept(text)
+        }
+    };
+    Ok(Variant {
+        accept,
+        api_version,
+        credential,
+    })
+}
+
+/// `YYYY-MM-DD`, digits only.
+fn is_api_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+/// `accept` normalised, unless it names GitHub's default JSON.
+fn non_default_accept(accept: &str) -> Option<String> {
     let normalised: String = accept
         .to_ascii_lowercase()
         .chars()
@@ -136,7 +228,7 @@ fn non_default_accept(headers: &HeaderMap) -> Option<String> {
             "" | "*/*" | "application/json" | "application/vnd.github+json" | "application/vnd.github.v3+json"
         )
     });
-    (!default && normalised.len() <= 256).then_some(normalised)
+    (!default).then_some(normalised)
 }
 
 fn wants_revalidation(headers: &HeaderMap) -> bool {
@@ -430,29 +522,74 @@ mod tests {
         assert_eq!(rewrite_urls(&untouched, from, to).as_ptr(), untouched.as_ptr());
     }
 
+    fn variant(pairs: &[(&'static str, &str)]) -> Result<Variant, StatusCode> {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        variant_of(&h, None).map_err(|r| r.status())
+    }
+
     #[test]
     fn accept_defaults_share_the_default_key() {
-        let mut h = HeaderMap::new();
-        assert_eq!(non_default_accept(&h), None);
+        assert_eq!(variant(&[]).unwrap().accept, None);
         for default in [
             "application/vnd.github+json",
             "application/vnd.github.v3+json",
             "*/*",
             "application/json",
+            "application/vnd.github+json, */*;q=0.8",
         ] {
-            h.insert(header::ACCEPT, HeaderValue::from_static(default));
-            assert_eq!(non_default_accept(&h), None, "{default}");
+            assert_eq!(variant(&[("accept", default)]).unwrap().accept, None, "{default}");
         }
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github.diff"));
-        assert_eq!(non_default_accept(&h).as_deref(), Some("application/vnd.github.diff"));
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/vnd.github.raw+json"),
+        for (sent, keyed) in [
+            ("application/vnd.github.diff", "application/vnd.github.diff"),
+            ("Application/VND.github.raw+json", "application/vnd.github.raw+json"),
+        ] {
+            assert_eq!(variant(&[("accept", sent)]).unwrap().accept.as_deref(), Some(keyed));
+        }
+    }
+
+    #[test]
+    fn hostile_variant_headers_are_refused_not_keyed() {
+        let long = format!("application/vnd.github.{}", "x".repeat(300));
+        assert_eq!(variant(&[("accept", &long)]).unwrap_err(), StatusCode::BAD_REQUEST);
+        for bad in [
+            "../../etc",
+            "2022-11-28x",
+            "2022-1-288",
+            "",
+            "20221128",
+            "2022-11-28 x",
+            "yyyy-mm-dd",
+        ] {
+            assert_eq!(
+                variant(&[("x-github-api-version", bad)]).unwrap_err(),
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            variant(&[("x-github-api-version", "2022-11-28")]).unwrap().api_version,
+            None
         );
         assert_eq!(
-            non_default_accept(&h).as_deref(),
-            Some("application/vnd.github.raw+json")
+            variant(&[("x-github-api-version", " 2026-03-10 ")])
+                .unwrap()
+                .api_version
+                .as_deref(),
+            Some("2026-03-10")
         );
+    }
+
+    #[test]
+    fn basic_credentials_carry_the_token() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(basic_token(&b64("octocat:ghp_secret")).unwrap(), "ghp_secret");
+        assert_eq!(basic_token(&b64("ghp_secret:x-oauth-basic")).unwrap(), "ghp_secret");
+        assert_eq!(basic_token(&b64("ghp_secret")).unwrap(), "ghp_secret");
+        assert!(basic_token("%%%").is_err());
     }
 
     #[test]
