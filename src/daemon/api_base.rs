@@ -57,7 +57,7 @@ impl ApiPath {
         } else {
             format!("/{raw}")
         };
-        if path.len() > MAX_PATH_BYTES {
+        if raw.len() > MAX_PATH_BYTES {
             return refuse("longer than 1024 bytes");
         }
         if !path.bytes().all(|b| b.is_ascii_graphic()) {

@@ -1,6 +1,10 @@
 //! The tools, shared by `/mcp` and `/jsonrpc`: one definition, one
 //! implementation.
 //!
+//! Each tool is one type ([`Tool`]): its fields' types ([`args`]) validate
+//! the arguments and are the input schema `tools/list` publishes, so the
+//! schema and the server cannot disagree (`tests/tool_schemas.rs` checks
+//! it), and the type makes the call's key and request.
 //! [`ToolCall::parse`] is pure: it turns a tool name and its JSON arguments
 //! into a validated call (or a [`RpcError`] with the JSON-RPC code), so the
 //! part that sees outside input can be fuzzed without a runtime.
@@ -10,8 +14,15 @@
 //! `{cache_mode, status, age_secs, etag, data}` where `cache_mode` says how
 //! it was served: `hit`, `revalidated`, `miss`, `stale`, `coalesced`, `peer`.
 
+mod args;
+
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use self::args::{Limit, Login, PathArg, QueryArg, RepoName, RunId, State, Text};
 use super::upstream::{ClientToken, Request, Shape};
 use crate::core::{CacheKey, Operation};
 
@@ -73,66 +84,76 @@ pub enum ToolCall {
     Read(CacheKey, Request),
 }
 
+/// One tool: its arguments type is its one definition. The type's
+/// `Deserialize` validates (see [`args`]), its `JsonSchema` is the input
+/// schema `tools/list` publishes, and [`Tool::into_call`] makes the key and
+/// request from the validated value.
+trait Tool: DeserializeOwned + JsonSchema {
+    /// The tool's name.
+    const NAME: &'static str;
+    /// What it does, for the model reading `tools/list`.
+    const DESCRIPTION: &'static str;
+    /// The call these arguments make (rules across fields are checked here
+    /// and stated in the schema with `extend`).
+    fn into_call(self) -> Result<ToolCall, RpcError>;
+}
+
+/// A tool as the registry holds it.
+struct Definition {
+    name: &'static str,
+    description: &'static str,
+    schema: fn() -> Value,
+    parse: fn(Value) -> Result<ToolCall, RpcError>,
+}
+
+fn definition<T: Tool>() -> Definition {
+    Definition {
+        name: T::NAME,
+        description: T::DESCRIPTION,
+        schema: || {
+            let generator = SchemaSettings::draft2020_12()
+                .with(|s| s.inline_subschemas = true)
+                .into_generator();
+            let mut schema = generator.into_root_schema_for::<T>().to_value();
+            if let Value::Object(map) = &mut schema {
+                map.remove("$schema");
+                map.remove("title");
+            }
+            schema
+        },
+        parse: |arguments| {
+            serde_json::from_value::<T>(arguments)
+                .map_err(|e| RpcError::invalid_params(e.to_string()))?
+                .into_call()
+        },
+    }
+}
+
+/// Every tool, in the order `tools/list` gives them.
+fn registry() -> [Definition; 13] {
+    [
+        definition::<GetCacheStats>(),
+        definition::<ListPeers>(),
+        definition::<InvalidateCache>(),
+        definition::<Api>(),
+        definition::<ListRepos>(),
+        definition::<GetRepo>(),
+        definition::<ListWorkflowRuns>(),
+        definition::<GetWorkflowRun>(),
+        definition::<ListRunners>(),
+        definition::<ListIssues>(),
+        definition::<ListPullRequests>(),
+        definition::<GetRateLimit>(),
+        definition::<GetAuthStatus>(),
+    ]
+}
+
 /// Name, description and input schema of each tool.
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
-    let repo = json!({"type": "string", "description": "owner/name", "pattern": "^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"});
-    let limit = json!({"type": "integer", "minimum": 1, "maximum": 1000, "description": "most items (default 30)"});
-    let state = json!({"type": "string", "enum": ["open", "closed", "all"]});
-    let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
-    vec![
-        (
-            "gh_get_cache_stats",
-            "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id), and `aggregate` over the fleet.",
-            obj(json!({}), &[]),
-        ),
-        ("gh_list_peers", "The P2P peers this node is connected to (Peer ID, addresses, agent, ping).", obj(json!({}), &[])),
-        (
-            "gh_invalidate_cache",
-            "Drop cached entries: all, those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed), or every entry of repository `repo` (every tool, /github/ paths included). Give at most one of the two.",
-            obj(json!({"pattern": {"type": "string"}, "repo": repo}), &[]),
-        ),
-        (
-            "gh_api",
-            "Any GitHub REST GET, through the cache: path like /repos/o/r/branches, optional query object.",
-            obj(
-                json!({"path": {"type": "string"}, "query": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}}),
-                &["path"],
-            ),
-        ),
-        (
-            "gh_list_repos",
-            "Repositories of `owner` (user or organisation), or of the authenticated user.",
-            obj(json!({"owner": {"type": "string"}, "limit": limit}), &[]),
-        ),
-        ("gh_get_repo", "One repository.", obj(json!({"repo": repo}), &["repo"])),
-        (
-            "gh_list_workflow_runs",
-            "Workflow runs of a repository, newest first.",
-            obj(json!({"repo": repo, "status": {"type": "string"}, "branch": {"type": "string"}, "limit": limit}), &["repo"]),
-        ),
-        (
-            "gh_get_workflow_run",
-            "One workflow run.",
-            obj(json!({"repo": repo, "run_id": {"type": ["integer", "string"]}}), &["repo", "run_id"]),
-        ),
-        (
-            "gh_list_runners",
-            "Self-hosted runners of a repository or an organisation (give exactly one).",
-            obj(json!({"repo": repo, "org": {"type": "string"}}), &[]),
-        ),
-        (
-            "gh_list_issues",
-            "Issues of a repository.",
-            obj(json!({"repo": repo, "state": state, "limit": limit}), &["repo"]),
-        ),
-        (
-            "gh_list_pull_requests",
-            "Pull requests of a repository.",
-            obj(json!({"repo": repo, "state": state, "limit": limit}), &["repo"]),
-        ),
-        ("gh_get_rate_limit", "GitHub's rate-limit status (free to ask), plus what the daemon last saw.", obj(json!({}), &[])),
-        ("gh_get_auth_status", "Who the daemon's GitHub token belongs to (no token: unauthenticated).", obj(json!({}), &[])),
-    ]
+    registry()
+        .into_iter()
+        .map(|d| (d.name, d.description, (d.schema)()))
+        .collect()
 }
 
 /// The `tools/list` result.
@@ -144,104 +165,293 @@ pub fn list() -> Value {
     json!({ "tools": tools })
 }
 
-struct Args<'a> {
-    map: Option<&'a Map<String, Value>>,
-    allowed: &'static [&'static str],
-}
-
-impl<'a> Args<'a> {
-    fn new(args: Option<&'a Value>, allowed: &'static [&'static str]) -> Result<Args<'a>, RpcError> {
-        let map = match args {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
+impl ToolCall {
+    /// Validates a call of tool `name` with `arguments` (pure; see the
+    /// module docs). Absent or `null` arguments are `{}`.
+    pub fn parse(name: &str, arguments: Option<&Value>) -> Result<ToolCall, RpcError> {
+        let Some(tool) = registry().into_iter().find(|d| d.name == name) else {
+            return Err(RpcError::method_not_found(format!("unknown tool {name:?}")));
+        };
+        let arguments = match arguments {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
             Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
         };
-        if let Some(k) = map
-            .into_iter()
-            .flat_map(|m| m.keys())
-            .find(|k| !allowed.contains(&k.as_str()))
-        {
-            return Err(RpcError::invalid_params(format!("unknown argument `{k}`")));
+        (tool.parse)(arguments)
+    }
+}
+
+/// Defines a tool that takes no arguments.
+macro_rules! no_arguments {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $description:literal, $call:expr) => {
+        $(#[$doc])*
+        #[derive(Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        struct $ty {}
+
+        impl Tool for $ty {
+            const NAME: &'static str = $name;
+            const DESCRIPTION: &'static str = $description;
+            fn into_call(self) -> Result<ToolCall, RpcError> {
+                Ok($call)
+            }
         }
-        Ok(Args { map, allowed })
-    }
+    };
+}
 
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        debug_assert!(self.allowed.contains(&name));
-        self.map.and_then(|m| m.get(name))
-    }
+no_arguments!(
+    GetCacheStats,
+    "gh_get_cache_stats",
+    "Cache statistics: hits, misses, API calls made and saved, P2P state (peer_id), and `aggregate` over the fleet.",
+    ToolCall::Stats
+);
+no_arguments!(
+    ListPeers,
+    "gh_list_peers",
+    "The P2P peers this node is connected to (Peer ID, addresses, agent, ping).",
+    ToolCall::ListPeers
+);
+no_arguments!(
+    GetAuthStatus,
+    "gh_get_auth_status",
+    "Who the daemon's GitHub token belongs to (no token: unauthenticated).",
+    ToolCall::AuthStatus
+);
+no_arguments!(
+    GetRateLimit,
+    "gh_get_rate_limit",
+    "GitHub's rate-limit status (free to ask), plus what the daemon last saw.",
+    ToolCall::Read(
+        CacheKey::new(Operation::RateLimit, [("path", Some("/rate_limit"))]),
+        Request::single("/rate_limit"),
+    )
+);
 
-    fn str_opt(&self, name: &str) -> Result<Option<&'a str>, RpcError> {
-        match self.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(RpcError::invalid_params(format!("`{name}` must be a string"))),
+// `gh_invalidate_cache`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("not" = {
+    "required": ["pattern", "repo"],
+    "properties": {"pattern": {"type": "string"}, "repo": {"type": "string"}}
+}))]
+struct InvalidateCache {
+    /// A key prefix (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is
+    /// allowed; a bare tool operation such as `runners` means its keys).
+    pattern: Option<String>,
+    /// Every entry of this repository.
+    repo: Option<RepoName>,
+}
+
+impl Tool for InvalidateCache {
+    const NAME: &'static str = "gh_invalidate_cache";
+    const DESCRIPTION: &'static str = "Drop cached entries: all, those whose key starts with `pattern` (e.g. `runners:` or `repo:repo=o/r`; a trailing `*` is allowed), or every entry of repository `repo` (every tool, /github/ paths included). Give at most one of the two.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let pattern = match (self.pattern, self.repo) {
+            (Some(_), Some(_)) => return Err(RpcError::invalid_params("give `pattern` or `repo`, not both")),
+            (None, Some(repo)) => return Ok(ToolCall::Invalidate(Invalidate::Repository(repo.0))),
+            (pattern, None) => pattern.unwrap_or_default(),
+        };
+        let prefix = pattern.strip_suffix('*').unwrap_or(&pattern);
+        if prefix.is_empty() {
+            return Ok(ToolCall::Invalidate(Invalidate::All));
         }
-    }
-
-    fn str(&self, name: &str) -> Result<&'a str, RpcError> {
-        self.str_opt(name)?
-            .ok_or_else(|| RpcError::invalid_params(format!("missing required argument `{name}`")))
-    }
-
-    fn limit(&self) -> Result<usize, RpcError> {
-        match self.get("limit") {
-            None | Some(Value::Null) => Ok(30),
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=1000).contains(n))
-                .map(|n| n as usize)
-                .ok_or_else(|| RpcError::invalid_params("`limit` must be an integer from 1 to 1000")),
-        }
+        // A bare operation name means all its keys.
+        let prefix = match Operation::from_name(prefix) {
+            Some(op) => format!("{}:", op.name()),
+            None => prefix.to_string(),
+        };
+        Ok(ToolCall::Invalidate(Invalidate::Prefix(prefix)))
     }
 }
 
-fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 100
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && s != "."
-        && s != ".."
+// `gh_api`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Api {
+    path: PathArg,
+    query: Option<QueryArg>,
 }
 
-fn repo_arg(args: &Args<'_>) -> Result<String, RpcError> {
-    let repo = args.str("repo")?;
-    match repo.split_once('/') {
-        Some((o, r)) if name_ok(o) && name_ok(r) => Ok(repo.to_string()),
-        _ => Err(RpcError::invalid_params(format!(
-            "`repo` must look like owner/name, got {repo:?}"
-        ))),
+impl Tool for Api {
+    const NAME: &'static str = "gh_api";
+    const DESCRIPTION: &'static str =
+        "Any GitHub REST GET, through the cache: path like /repos/o/r/branches, optional query object.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let (key, req) = api_read(&self.path.0, self.query.unwrap_or_default().0, &Variant::default())?;
+        Ok(ToolCall::Read(key, req))
     }
 }
 
-fn owner_arg(args: &Args<'_>, name: &str) -> Result<Option<String>, RpcError> {
-    match args.str_opt(name)? {
-        None => Ok(None),
-        Some(o) if name_ok(o) => Ok(Some(o.to_string())),
-        Some(o) => Err(RpcError::invalid_params(format!(
-            "`{name}` is not a valid GitHub login: {o:?}"
-        ))),
+// `gh_list_repos`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListRepos {
+    /// A user or organisation; none: the authenticated user.
+    owner: Option<Login>,
+    limit: Option<Limit>,
+}
+
+impl Tool for ListRepos {
+    const NAME: &'static str = "gh_list_repos";
+    const DESCRIPTION: &'static str = "Repositories of `owner` (user or organisation), or of the authenticated user.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let path = match self.owner {
+            Some(owner) => format!("/users/{}/repos", owner.0),
+            None => "/user/repos".to_string(),
+        };
+        let limit = self.limit.unwrap_or_default().0;
+        Ok(list_read(Operation::Repos, path, vec![], Shape::Array, limit))
     }
 }
 
-fn text_arg(args: &Args<'_>, name: &str) -> Result<Option<String>, RpcError> {
-    match args.str_opt(name)? {
-        None => Ok(None),
-        Some(s) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => Ok(Some(s.to_string())),
-        Some(_) => Err(RpcError::invalid_params(format!(
-            "`{name}` must be 1 to 256 printable characters"
-        ))),
+// `gh_get_repo`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GetRepo {
+    repo: RepoName,
+}
+
+impl Tool for GetRepo {
+    const NAME: &'static str = "gh_get_repo";
+    const DESCRIPTION: &'static str = "One repository.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let repo = self.repo.0;
+        Ok(ToolCall::Read(
+            CacheKey::new(Operation::Repo, [("repo", Some(repo.as_str()))]),
+            Request::single(format!("/repos/{repo}")),
+        ))
     }
 }
 
-fn state_arg(args: &Args<'_>) -> Result<Option<String>, RpcError> {
-    match args.str_opt("state")? {
-        None => Ok(None),
-        Some(s @ ("open" | "closed" | "all")) => Ok(Some(s.to_string())),
-        Some(s) => Err(RpcError::invalid_params(format!(
-            "`state` must be open, closed or all, got {s:?}"
-        ))),
+// `gh_list_workflow_runs`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListWorkflowRuns {
+    repo: RepoName,
+    /// e.g. `completed`, `in_progress`, `failure`.
+    status: Option<Text>,
+    branch: Option<Text>,
+    limit: Option<Limit>,
+}
+
+impl Tool for ListWorkflowRuns {
+    const NAME: &'static str = "gh_list_workflow_runs";
+    const DESCRIPTION: &'static str = "Workflow runs of a repository, newest first.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let filters = vec![
+            ("status", self.status.map(|t| t.0)),
+            ("branch", self.branch.map(|t| t.0)),
+        ];
+        Ok(list_read(
+            Operation::WorkflowRuns,
+            format!("/repos/{}/actions/runs", self.repo.0),
+            filters,
+            Shape::Field("workflow_runs"),
+            self.limit.unwrap_or_default().0,
+        ))
+    }
+}
+
+// `gh_get_workflow_run`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GetWorkflowRun {
+    repo: RepoName,
+    run_id: RunId,
+}
+
+impl Tool for GetWorkflowRun {
+    const NAME: &'static str = "gh_get_workflow_run";
+    const DESCRIPTION: &'static str = "One workflow run.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let (repo, id) = (self.repo.0, self.run_id.0.to_string());
+        Ok(ToolCall::Read(
+            CacheKey::new(
+                Operation::WorkflowRun,
+                [("repo", Some(repo.as_str())), ("run_id", Some(id.as_str()))],
+            ),
+            Request::single(format!("/repos/{repo}/actions/runs/{id}")),
+        ))
+    }
+}
+
+// `gh_list_runners`: exactly one of `repo` and `org`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["repo"], "properties": {"repo": {"type": "string"}}},
+    {"required": ["org"], "properties": {"org": {"type": "string"}}}
+]))]
+struct ListRunners {
+    repo: Option<RepoName>,
+    org: Option<Login>,
+}
+
+impl Tool for ListRunners {
+    const NAME: &'static str = "gh_list_runners";
+    const DESCRIPTION: &'static str = "Self-hosted runners of a repository or an organisation (give exactly one).";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        let (param, value, path) = match (self.repo, self.org) {
+            (Some(repo), None) => ("repo", repo.0.clone(), format!("/repos/{}/actions/runners", repo.0)),
+            (None, Some(org)) => ("org", org.0.clone(), format!("/orgs/{}/actions/runners", org.0)),
+            _ => return Err(RpcError::invalid_params("give exactly one of `repo` and `org`")),
+        };
+        Ok(ToolCall::Read(
+            CacheKey::new(Operation::Runners, [(param, Some(value.as_str()))]),
+            Request {
+                path,
+                shape: Shape::Field("runners"),
+                limit: Some(100),
+                ..Request::default()
+            },
+        ))
+    }
+}
+
+// `gh_list_issues` and `gh_list_pull_requests`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RepoList {
+    repo: RepoName,
+    state: Option<State>,
+    limit: Option<Limit>,
+}
+
+impl RepoList {
+    fn call(self, op: Operation, tail: &str) -> Result<ToolCall, RpcError> {
+        Ok(list_read(
+            op,
+            format!("/repos/{}/{tail}", self.repo.0),
+            vec![("state", self.state.map(|s| s.as_str().to_string()))],
+            Shape::Array,
+            self.limit.unwrap_or_default().0,
+        ))
+    }
+}
+
+// `gh_list_issues`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(transparent)]
+struct ListIssues(RepoList);
+
+impl Tool for ListIssues {
+    const NAME: &'static str = "gh_list_issues";
+    const DESCRIPTION: &'static str = "Issues of a repository.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        self.0.call(Operation::Issues, "issues")
+    }
+}
+
+// `gh_list_pull_requests`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(transparent)]
+struct ListPullRequests(RepoList);
+
+impl Tool for ListPullRequests {
+    const NAME: &'static str = "gh_list_pull_requests";
+    const DESCRIPTION: &'static str = "Pull requests of a repository.";
+    fn into_call(self) -> Result<ToolCall, RpcError> {
+        self.0.call(Operation::PullRequests, "pulls")
     }
 }
 
@@ -376,7 +586,7 @@ fn list_read(
     filters: Vec<(&'static str, Option<String>)>,
     shape: Shape,
     limit: usize,
-) -> (CacheKey, Request) {
+) -> ToolCall {
     let limit_text = limit.to_string();
     let mut params: Vec<(&str, Option<&str>)> = filters.iter().map(|(k, v)| (*k, v.as_deref())).collect();
     params.push(("limit", Some(&limit_text)));
@@ -386,7 +596,7 @@ fn list_read(
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
         .collect();
-    (
+    ToolCall::Read(
         key,
         Request {
             path,
@@ -396,172 +606,6 @@ fn list_read(
             ..Request::default()
         },
     )
-}
-
-impl ToolCall {
-    /// Validates a call of tool `name` with `arguments` (pure; see the
-    /// module docs).
-    pub fn parse(name: &str, arguments: Option<&Value>) -> Result<ToolCall, RpcError> {
-        let read = |(key, req): (CacheKey, Request)| Ok(ToolCall::Read(key, req));
-        match name {
-            "gh_get_cache_stats" => {
-                Args::new(arguments, &[])?;
-                Ok(ToolCall::Stats)
-            }
-            "gh_list_peers" => {
-                Args::new(arguments, &[])?;
-                Ok(ToolCall::ListPeers)
-            }
-            "gh_invalidate_cache" => {
-                let a = Args::new(arguments, &["pattern", "repo"])?;
-                if a.get("repo").is_some() {
-                    if a.get("pattern").is_some() {
-                        return Err(RpcError::invalid_params("give `pattern` or `repo`, not both"));
-                    }
-                    return Ok(ToolCall::Invalidate(Invalidate::Repository(repo_arg(&a)?)));
-                }
-                let pattern = a.str_opt("pattern")?.unwrap_or("*");
-                let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
-                if prefix.is_empty() {
-                    return Ok(ToolCall::Invalidate(Invalidate::All));
-                }
-                // A bare operation name means all its keys.
-                let prefix = match Operation::from_name(prefix) {
-                    Some(op) => format!("{}:", op.name()),
-                    None => prefix.to_string(),
-                };
-                Ok(ToolCall::Invalidate(Invalidate::Prefix(prefix)))
-            }
-            "gh_get_auth_status" => {
-                Args::new(arguments, &[])?;
-                Ok(ToolCall::AuthStatus)
-            }
-            "gh_get_rate_limit" => {
-                Args::new(arguments, &[])?;
-                read((
-                    CacheKey::new(Operation::RateLimit, [("path", Some("/rate_limit"))]),
-                    Request::single("/rate_limit"),
-                ))
-            }
-            "gh_api" => {
-                let a = Args::new(arguments, &["path", "query"])?;
-                let path = a.str("path")?;
-                let query = match a.get("query") {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Object(q)) => q
-                        .iter()
-                        .map(|(k, v)| {
-                            let v = match v {
-                                Value::String(s) => s.clone(),
-                                Value::Number(n) => n.to_string(),
-                                Value::Bool(b) => b.to_string(),
-                                _ => {
-                                    return Err(RpcError::invalid_params(format!(
-                                        "query value `{k}` must be a string, number or boolean"
-                                    )))
-                                }
-                            };
-                            Ok((k.clone(), v))
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Some(Value::String(s)) => {
-                        parse_query(s).ok_or_else(|| RpcError::invalid_params("`query` is not a valid query string"))?
-                    }
-                    Some(_) => return Err(RpcError::invalid_params("`query` must be an object")),
-                };
-                read(api_read(path, query, &Variant::default())?)
-            }
-            "gh_list_repos" => {
-                let a = Args::new(arguments, &["owner", "limit"])?;
-                let limit = a.limit()?;
-                let path = match owner_arg(&a, "owner")? {
-                    Some(owner) => format!("/users/{owner}/repos"),
-                    None => "/user/repos".to_string(),
-                };
-                read(list_read(Operation::Repos, path, vec![], Shape::Array, limit))
-            }
-            "gh_get_repo" => {
-                let a = Args::new(arguments, &["repo"])?;
-                let repo = repo_arg(&a)?;
-                read((
-                    CacheKey::new(Operation::Repo, [("repo", Some(repo.as_str()))]),
-                    Request::single(format!("/repos/{repo}")),
-                ))
-            }
-            "gh_list_workflow_runs" => {
-                let a = Args::new(arguments, &["repo", "status", "branch", "limit"])?;
-                let repo = repo_arg(&a)?;
-                let filters = vec![("status", text_arg(&a, "status")?), ("branch", text_arg(&a, "branch")?)];
-                read(list_read(
-                    Operation::WorkflowRuns,
-                    format!("/repos/{repo}/actions/runs"),
-                    filters,
-                    Shape::Field("workflow_runs"),
-                    a.limit()?,
-                ))
-            }
-            "gh_get_workflow_run" => {
-                let a = Args::new(arguments, &["repo", "run_id"])?;
-                let repo = repo_arg(&a)?;
-                let id = match a.get("run_id") {
-                    Some(Value::Number(n)) => n.as_u64(),
-                    Some(Value::String(s))
-                        if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) =>
-                    {
-                        s.parse().ok()
-                    }
-                    None => return Err(RpcError::invalid_params("missing required argument `run_id`")),
-                    _ => None,
-                }
-                .ok_or_else(|| RpcError::invalid_params("`run_id` must be a positive integer"))?;
-                let id = id.to_string();
-                read((
-                    CacheKey::new(
-                        Operation::WorkflowRun,
-                        [("repo", Some(repo.as_str())), ("run_id", Some(id.as_str()))],
-                    ),
-                    Request::single(format!("/repos/{repo}/actions/runs/{id}")),
-                ))
-            }
-            "gh_list_runners" => {
-                let a = Args::new(arguments, &["repo", "org"])?;
-                let repo = a.str_opt("repo")?.map(|_| repo_arg(&a)).transpose()?;
-                let org = owner_arg(&a, "org")?;
-                let (param, value, path) = match (repo, org) {
-                    (Some(repo), None) => ("repo", repo.clone(), format!("/repos/{repo}/actions/runners")),
-                    (None, Some(org)) => ("org", org.clone(), format!("/orgs/{org}/actions/runners")),
-                    _ => return Err(RpcError::invalid_params("give exactly one of `repo` and `org`")),
-                };
-                let key = CacheKey::new(Operation::Runners, [(param, Some(value.as_str()))]);
-                read((
-                    key,
-                    Request {
-                        path,
-                        shape: Shape::Field("runners"),
-                        limit: Some(100),
-                        ..Request::default()
-                    },
-                ))
-            }
-            "gh_list_issues" | "gh_list_pull_requests" => {
-                let a = Args::new(arguments, &["repo", "state", "limit"])?;
-                let repo = repo_arg(&a)?;
-                let (op, path) = if name == "gh_list_issues" {
-                    (Operation::Issues, format!("/repos/{repo}/issues"))
-                } else {
-                    (Operation::PullRequests, format!("/repos/{repo}/pulls"))
-                };
-                read(list_read(
-                    op,
-                    path,
-                    vec![("state", state_arg(&a)?)],
-                    Shape::Array,
-                    a.limit()?,
-                ))
-            }
-            other => Err(RpcError::method_not_found(format!("unknown tool {other:?}"))),
-        }
-    }
 }
 
 /// Parses `a=b&c=d` (percent-decoded); `None` when malformed or when a
