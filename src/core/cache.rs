@@ -284,7 +284,7 @@ impl Cache {
 
     /// Drops `key`'s entry and revokes a fetch of it in progress: its
     /// answer will not be stored, and later callers start a new fetch
-    /// ([`flight_table`](super::flight_table)). Returns whether there was
+    /// (`core/flight_table.rs`). Returns whether there was
     /// an entry.
     pub fn invalidate(&self, key: &CacheKey) -> bool {
         self.lock_shard(key).invalidate(key)
@@ -309,6 +309,15 @@ impl Cache {
     /// a time. Counters are kept. Returns how many.
     pub fn clear(&self) -> usize {
         self.each_shard(Shard::clear)
+    }
+
+    /// Whether no invalidation has reached `key`'s shard since `generation`
+    /// (see [`FlightLeader::complete_stored`](super::FlightLeader::complete_stored)).
+    /// False after any invalidation of the shard, so a caller acting on
+    /// `false` (dropping a copy) may drop one it could have kept, never
+    /// the reverse.
+    pub fn unchanged_since(&self, key: &CacheKey, generation: super::Generation) -> bool {
+        self.lock_shard(key).flights.generation() == generation
     }
 
     /// Counts `event` against `key`.

@@ -20,7 +20,7 @@
 //!
 //! # Invalidation while the fetch runs
 //! An invalidation covering the key revokes the flight
-//! ([`flight_table`](super::flight_table)): a caller arriving after it
+//! (`core/flight_table.rs`): a caller arriving after it
 //! leads a new flight instead of following the old one, and the old
 //! leader's completion, which checks the flight's generation in the same
 //! critical section as the insert, hands its answer to the leader and the
@@ -54,7 +54,7 @@ use std::task::{Context, Poll};
 
 use super::cache::{Cache, Lookup};
 use super::entry::Entry;
-use super::flight_table::Finish;
+use super::flight_table::{Finish, Generation};
 use super::key::CacheKey;
 use super::outcome::OutcomeCell;
 use super::stats::{Api, Event};
@@ -229,10 +229,15 @@ impl FlightLeader {
     }
 
     /// [`FlightLeader::complete`], also saying whether the answer was
-    /// stored in the cache: not when it is an error, when an invalidation
-    /// revoked the flight, or when the bounds refuse it. A copy kept
-    /// elsewhere (the daemon's store) should follow the cache.
-    pub fn complete_stored(mut self, result: Result<Fetched, FetchFailed>) -> (Result<Served, FetchFailed>, bool) {
+    /// stored in the cache, and at which generation of the key's shard: not
+    /// when it is an error, when an invalidation revoked the flight, or when
+    /// the bounds refuse it. A copy kept elsewhere (the daemon's store)
+    /// should follow the cache: keep it only when stored, and drop it again
+    /// when [`Cache::unchanged_since`] that generation is false.
+    pub fn complete_stored(
+        mut self,
+        result: Result<Fetched, FetchFailed>,
+    ) -> (Result<Served, FetchFailed>, Option<Generation>) {
         let result = result.map(|Fetched { entry, via }| (StdArc::new(entry), via));
         let stored = {
             let mut shard = self.cache.lock_shard(&self.key);
@@ -246,11 +251,12 @@ impl FlightLeader {
                         Via::NotModified => Event::Revalidated,
                         Via::Peer => Event::PeerHit,
                     });
-                    finish == Finish::Current && shard.insert(&self.key, entry.clone())
+                    let kept = finish == Finish::Current && shard.insert(&self.key, entry.clone());
+                    kept.then(|| shard.flights.generation())
                 }
                 Err(_) => {
                     shard.counters.record(Event::FetchError);
-                    false
+                    None
                 }
             }
         };

@@ -83,6 +83,14 @@ pub(crate) struct FlightRecord {
     generation: u64,
 }
 
+/// A shard's invalidation generation, as a leader saw it when its answer
+/// was stored ([`FlightLeader::complete_stored`](super::FlightLeader::complete_stored)).
+/// [`Cache::unchanged_since`](super::Cache::unchanged_since) says whether
+/// an invalidation has reached the key's shard since: a copy of the answer
+/// kept outside the cache (the daemon's store) is then dropped too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(pub(crate) u64);
+
 /// How a leader's flight ended, as [`FlightTable::finish`] found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Finish {
@@ -110,6 +118,11 @@ impl FlightTable {
             generation: 0,
             revoked_running: 0,
         }
+    }
+
+    /// The shard's invalidation generation now.
+    pub(crate) fn generation(&self) -> Generation {
+        Generation(self.generation)
     }
 
     /// Fetches running in the shard, current or revoked.

@@ -50,6 +50,7 @@ pub use cache::{Cache, CacheConfig, Lookup};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use entry::{ETag, Entry, Freshness, Origin, TtlPolicy};
 pub use flight::{Begin, CacheMode, FetchFailed, Fetched, FlightLeader, FlightOutcome, Follower, Served, Via};
+pub use flight_table::Generation;
 pub use key::{key_text_names_repository, CacheKey, KeyError, Operation};
 pub use lifecycle::{LifecycleConfig, P2pHost, P2pPhase, P2pStatus, StartError, StartOutcome};
 pub use process::{AlreadyInitialized, Node};

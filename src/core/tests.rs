@@ -423,7 +423,7 @@ fn a_request_after_an_invalidation_starts_a_new_flight_that_the_old_one_cannot_c
         };
         assert_eq!(checked(&cache).in_flight, 2);
         let (served, stored) = old.complete_stored(fetched(&cache, &k, "old"));
-        assert_eq!((served.unwrap().entry.body.as_ref(), stored), (&b"old"[..], false));
+        assert_eq!((served.unwrap().entry.body.as_ref(), stored), (&b"old"[..], None));
         assert!(matches!(early.wait(), FlightOutcome::Done(Ok(e)) if e.body == "old"));
         assert_eq!(cache.lookup(&k), Lookup::Miss, "the old answer is not stored");
         assert!(
@@ -431,7 +431,14 @@ fn a_request_after_an_invalidation_starts_a_new_flight_that_the_old_one_cannot_c
             "the new flight is still registered"
         );
         let (served, stored) = new.complete_stored(fetched(&cache, &k, "new"));
-        assert_eq!((served.unwrap().entry.body.as_ref(), stored), (&b"new"[..], true));
+        assert_eq!(served.unwrap().entry.body.as_ref(), &b"new"[..]);
+        let stored = stored.expect("the new flight's answer is stored");
+        assert!(cache.unchanged_since(&k, stored));
+        assert_eq!(cache.invalidate_prefix("none:"), 0);
+        assert!(
+            !cache.unchanged_since(&k, stored),
+            "every invalidation reaching the shard counts"
+        );
         assert!(matches!(late.wait(), FlightOutcome::Done(Ok(e)) if e.body == "new"));
         assert!(matches!(cache.lookup(&k), Lookup::Fresh(e) if e.body == "new"));
         assert_eq!(checked(&cache).in_flight, 0);
@@ -442,7 +449,7 @@ fn a_request_after_an_invalidation_starts_a_new_flight_that_the_old_one_cannot_c
     let Begin::Lead(leader) = cache.begin(&k) else { panic!() };
     cache.invalidate(&unrelated);
     assert!(matches!(cache.begin(&k), Begin::Follow(_)));
-    assert!(leader.complete_stored(fetched(&cache, &k, "v")).1);
+    assert!(leader.complete_stored(fetched(&cache, &k, "v")).1.is_some());
 }
 
 #[test]
@@ -457,7 +464,7 @@ fn a_revoked_leader_that_vanishes_leaves_the_new_flight_alone() {
         matches!(cache.begin(&k), Begin::Follow(_)),
         "the new flight is still registered"
     );
-    assert!(new.complete_stored(fetched(&cache, &k, "new")).1);
+    assert!(new.complete_stored(fetched(&cache, &k, "new")).1.is_some());
     let s = checked(&cache);
     assert_eq!((s.in_flight, s.abandoned_flights), (0, 1));
 }
