@@ -4,7 +4,7 @@
  * correspondence table (proctype / inline <-> Rust function <-> loom test).
  *
  * ONE file. What is checked is chosen with cpp macros:
- *   scenario  -DS_FLIGHT (default) | -DS_CACHE | -DS_P2P | -DS_NODE
+ *   scenario  -DS_FLIGHT (default) | -DS_STALE | -DS_CACHE | -DS_P2P | -DS_NODE
  *   size      -DNC=<clients> (default 3), -DNOPS=<operations per client>
  *   LTL       -DLTL adds the ltl {} blocks (pan compiled without -DSAFETY,
  *             run with ./pan -a -N <name>)
@@ -23,6 +23,9 @@
  *   lookup), as the DESIGN's "callback calls stats()" trick does.
  * - A host is a ghost counter `hosts` (created by a successful starter,
  *   decremented by P2pHost::stop).
+ * - The data behind key k (what GitHub or the owner peer answers) is a ghost
+ *   version data[k]; a fill reads it with no lock held, an entry and a
+ *   published outcome carry the version they were filled from.
  */
 
 /* ------------------------------------------------------------------ sizes */
@@ -43,7 +46,7 @@
 #define MAXC 12             /* outcome cells (0 = none) */
 #define MAXFAIL 2           /* LifecycleConfig::max_start_failures */
 
-#if !defined(S_CACHE) && !defined(S_P2P) && !defined(S_NODE)
+#if !defined(S_CACHE) && !defined(S_P2P) && !defined(S_NODE) && !defined(S_STALE)
 #define S_FLIGHT 1
 #endif
 
@@ -82,7 +85,10 @@ byte ncell = 1;
 /* shard data, guarded by lk[k] */
 bool entry[NK];
 byte flight[NK];            /* cell of the flight in progress, 0 = none */
-bool finv[NK];              /* FlightRecord::invalidated */
+byte fgen[NK];              /* FlightRecord::generation of flight[k] */
+byte sgen[NK];              /* FlightTable::generation (shard k's) */
+byte revoked[NK];           /* FlightTable::revoked_running */
+bool finv[NK];              /* BUG_FOLLOW_REVOKED only: the old FlightRecord::invalidated */
 byte lookups[NSH];
 byte hits[NSH];
 byte stale[NSH];
@@ -115,6 +121,10 @@ bool waiting[NC];           /* the client is in OutcomeCell wait / poll */
 byte waitcell[NC];          /* ... on this cell */
 byte want[NC];              /* lock index + 1 the client is asking for */
 byte finished;              /* clients done with all their operations */
+byte data[NK];              /* version of the data behind key k */
+byte ever[NK];              /* version entry[k] was filled from */
+byte cver[MAXC];            /* version a flight's outcome was filled from */
+byte invver[NK];            /* data[k] at the last invalidation covering k */
 
 #define SUM(a) (a[0] + a[1])
 
@@ -271,6 +281,9 @@ inline cwait(c, out) {
 /* Shard::lookup, with the shard lock held. res: 1 fresh, 2 stale, 0 miss */
 inline shard_lookup(k, res) {
   lookups[k]++; g_lookups++;
+  /* Property no_stale_fill: an entry found is never older than the last
+   * invalidation covering its key (linearized at its critical section). */
+  assert(!entry[k] || ever[k] >= invver[k]);
   if
   :: entry[k] ->
      if
@@ -293,14 +306,24 @@ inline insert(k) {
     acquire(k);
     if :: events[k]++; g_events++ :: skip fi;
     entry[k] = 1;
+    ever[k] = data[k];                  /* the writer's value is current */
     inserts[k]++;
     release(k)
   }
 }
 
-/* Shard::invalidate / Shard::clear on one shard, lock held */
+/* Shard::invalidate / Shard::clear on one shard, lock held:
+ * FlightTable::invalidate raises the generation and revokes the flight */
 inline shard_invalidate(k) {
+  sgen[k]++;
+#ifdef BUG_FOLLOW_REVOKED
+  /* BUG (src/core as before flight_table.rs): the flight is only marked, so
+   * a later begin still follows it and receives its older answer */
   if :: flight[k] != 0 -> finv[k] = 1 :: else fi;
+#else
+  if :: flight[k] != 0 -> flight[k] = 0; revoked[k]++ :: else fi;
+#endif
+  invver[k] = data[k];                  /* ghost: linearization point */
   if :: entry[k] -> entry[k] = 0; invals[k]++ :: else fi
 }
 
@@ -401,12 +424,14 @@ retry:
     :: res == 1 -> release(k); role = 0                   /* Begin::Fresh */
     :: res != 1 && flight[k] != 0 ->                      /* Begin::Follow */
        c = flight[k];
+       need = invver[k];                 /* ghost: what this caller may get */
        coalesced[k]++;
        release(k);
        role = 1
     :: res != 1 && flight[k] == 0 ->                      /* Begin::Lead */
        newcell(c);
        flight[k] = c;
+       fgen[k] = sgen[k]; g = sgen[k];   /* FlightTable::start */
        finv[k] = 0;
 #ifndef BUG_FETCH_UNDER_LOCK
        release(k);
@@ -420,12 +445,17 @@ retry:
   :: role == 1 ->
      cwait(c, out);
      if
-     :: out == ABANDONED -> c = 0; out = 0; goto retry     /* start over */
-     :: else -> assert(out == DONE_OK || out == DONE_ERR)
+     :: out == ABANDONED -> c = 0; out = 0; need = 0; goto retry     /* start over */
+     :: else -> assert(out == DONE_OK || out == DONE_ERR);
+        /* Property no_stale_fill: a follower never gets an answer older
+         * than an invalidation that came before it joined */
+        assert(out != DONE_OK || cver[c] >= need)
      fi
   :: role == 2 ->
-     /* the fetch, with no lock held. Property one_fetch. */
-     atomic { assert(fetching[k] == 0); fetching[k]++ };
+     /* the fetch, with no lock held. Property one_fetch: any other fetch
+      * of the key running belongs to a revoked flight. */
+     atomic { assert(fetching[k] <= revoked[k]); fetching[k]++ };
+     v = data[k];                        /* reads the data as it is now */
      callback(k);
      fetching[k]--;
 #ifdef BUG_FETCH_UNDER_LOCK
@@ -434,12 +464,27 @@ retry:
 #endif
      atomic {
        acquire(k);
+       /* FlightTable::finish: the lease check, in the same critical
+        * section as the insert */
+#ifdef BUG_FOLLOW_REVOKED
        assert(flight[k] == c);
        flight[k] = 0;
+       cur = !finv[k];
+#else
+       if
+       :: flight[k] != 0 && fgen[k] == g -> assert(flight[k] == c); flight[k] = 0; cur = 1
+       :: else -> assert(revoked[k] > 0); revoked[k]--; cur = 0
+       fi;
+#endif
        events[k]++; g_events++;          /* ApiCall | FetchError | abandoned_flights */
        if
        :: out = DONE_OK;                 /* FlightLeader::complete(Ok) */
-          if :: !finv[k] -> entry[k] = 1; inserts[k]++ :: else fi
+          cver[c] = v;
+#ifdef BUG_FILL_UNCHECKED
+          /* BUG: the fill is stored whether or not its flight was revoked */
+          cur = 1;
+#endif
+          if :: cur -> entry[k] = 1; ever[k] = v; inserts[k]++ :: else fi
        :: out = DONE_ERR                 /* FlightLeader::complete(Err) */
        :: out = ABANDONED                /* Drop for FlightLeader (panic, cancel) */
        fi;
@@ -447,7 +492,13 @@ retry:
      };
      publish(c, out)
   fi;
-  c = 0; out = 0; role = 0
+  c = 0; out = 0; role = 0; g = 0; v = 0; need = 0; cur = 0
+}
+
+/* The data behind key k changes (a push on GitHub; the owner peer's copy
+ * with it), before the invalidation that announces it. */
+inline change(k) {
+  data[k]++
 }
 
 /* ------------------------------------------------------------ P2P lifecycle */
@@ -622,7 +673,7 @@ inline node_init() {
  * reports that state. (Callbacks run while the client may hold a lock in a
  * bug variant, so callback() commits to its choice first.) */
 proctype client(byte me) {
-  byte n, i, j, k, c, d, out, res, ok, role, op, tmp, wakers, s1, s2;
+  byte n, i, j, k, c, d, out, res, ok, role, op, tmp, wakers, s1, s2, g, v, need, cur;
   do
   :: n < NOPS ->
 #if defined(S_FLIGHT)
@@ -640,6 +691,20 @@ proctype client(byte me) {
         :: stats()
         fi
 #endif
+     fi;
+#elif defined(S_STALE)
+     /* the stale-fill race: clients fill key 0 through the single flight;
+      * the last one changes the data, invalidates (the key, or clear), then
+      * reads the key itself */
+     if
+     :: me < NC - 1 -> get_or_fetch(0)
+     :: me == NC - 1 ->
+        change(0);
+        if
+        :: invalidate(0)
+        :: clear()
+        fi;
+        get_or_fetch(0)
      fi;
 #elif defined(S_CACHE)
      /* every plain path on both shards, and stats */

@@ -346,11 +346,7 @@ async fn metrics_and_health() {
 #[tokio::test]
 async fn restart_keeps_the_cache() {
     let gh = FakeGithub::start().await;
-    let dir = std::env::temp_dir().join(format!("ghcache-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = test_config(&gh);
-    config.store = true;
-    config.data_dir = dir.clone();
+    let (config, dir) = with_store(&gh, "restart");
     let d = Daemon::start(config.clone()).await;
     assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
     assert_eq!(d.mode("gh_api", json!({"path": "/gone"})).await, "miss");
@@ -597,4 +593,102 @@ async fn serve_peer_answers_matching_requests_only() {
         body: vec![],
     };
     assert!(app.entry_from_peer(&key, bad_status).is_err());
+}
+
+/// A test config with the store on, in a fresh directory named after `name`.
+fn with_store(gh: &FakeGithub, name: &str) -> (ghcache::daemon::config::Config, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ghcache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = test_config(gh);
+    config.store = true;
+    config.data_dir = dir.clone();
+    (config, dir)
+}
+
+/// Waits (polling) until `ready` holds; fails naming `what` if it never does.
+async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// The stale-fill race end to end: a read whose GitHub request is in flight
+/// when the data changes and is invalidated gets the old data (it asked
+/// first), but the next read asks GitHub again rather than joining it, and
+/// the old answer is not cached.
+#[tokio::test]
+async fn an_invalidation_during_a_fill_makes_the_next_read_ask_github_again() {
+    let gh = FakeGithub::start().await;
+    let d = std::sync::Arc::new(Daemon::start(test_config(&gh)).await);
+    let read = |d: &std::sync::Arc<Daemon>| {
+        let d = d.clone();
+        tokio::spawn(async move { d.call("gh_get_repo", json!({"repo": "o/r"})).await })
+    };
+    gh.state.hold.store(true, Ordering::SeqCst);
+    let early = read(&d);
+    wait_until("the first read reached GitHub", || {
+        gh.state.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gh.state.version.fetch_add(1, Ordering::SeqCst);
+    let v = d.call("gh_invalidate_cache", json!({"repo": "o/r"})).await;
+    assert!(v["result"]["invalidated"].is_u64(), "{v}");
+    let late = read(&d);
+    wait_until("the read after the invalidation asked GitHub itself", || {
+        gh.requests() == 2
+    })
+    .await;
+    gh.state.hold.store(false, Ordering::SeqCst);
+    let (early, late) = (early.await.unwrap(), late.await.unwrap());
+    assert_eq!(
+        (&late["result"]["cache_mode"], &late["result"]["data"]["version"]),
+        (&json!("miss"), &json!(1)),
+        "the read after the invalidation: {late}"
+    );
+    assert_eq!(
+        (&early["result"]["cache_mode"], &early["result"]["data"]["version"]),
+        (&json!("miss"), &json!(0)),
+        "the read before it: {early}"
+    );
+    let next = d.call("gh_get_repo", json!({"repo": "o/r"})).await;
+    assert_eq!(
+        (&next["result"]["cache_mode"], &next["result"]["data"]["version"]),
+        (&json!("hit"), &json!(1)),
+        "{next}"
+    );
+    assert_eq!(gh.requests(), 2);
+}
+
+/// A fill that an invalidation overtook is not written to the store either:
+/// after a restart the key is read from GitHub, not from disk.
+#[tokio::test]
+async fn a_fill_overtaken_by_an_invalidation_is_not_persisted() {
+    let gh = FakeGithub::start().await;
+    let (config, dir) = with_store(&gh, "stale-fill");
+    let d = std::sync::Arc::new(Daemon::start(config.clone()).await);
+    gh.state.hold.store(true, Ordering::SeqCst);
+    let early = {
+        let d = d.clone();
+        tokio::spawn(async move { d.mode("gh_get_repo", json!({"repo": "o/r"})).await })
+    };
+    wait_until("the read reached GitHub", || {
+        gh.state.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    d.call("gh_invalidate_cache", json!({"repo": "o/r"})).await;
+    gh.state.hold.store(false, Ordering::SeqCst);
+    assert_eq!(early.await.unwrap(), "miss");
+    let d = std::sync::Arc::into_inner(d).expect("the read task has ended");
+    d.running.shutdown(Duration::from_secs(2)).await;
+
+    let d = Daemon::start(config).await;
+    assert_eq!(d.stats().await["store"]["loaded"], 0);
+    assert_eq!(d.mode("gh_get_repo", json!({"repo": "o/r"})).await, "miss");
+    assert_eq!(gh.requests(), 2);
+    d.running.shutdown(Duration::from_secs(2)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,11 +25,13 @@
 //!   main's front one read less if read (the newest unchanged), else evicted;
 //! - a peer entry counts a peer hit when inserted through `Cache::insert`;
 //! - invalidate / invalidate_prefix / clear count one invalidation per entry
-//!   removed and mark matching fetches in flight as invalidated; `clear`
-//!   also empties the ghost;
+//!   removed and revoke matching fetches in flight (they leave `flights`, so
+//!   a later `begin` leads a new fetch, and their answers are not stored;
+//!   they stay in `in_flight` until their leaders finish); `clear` also
+//!   empties the ghost;
 //! - counters are never reset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,7 +143,6 @@ pub struct Counts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelFlight {
     pub id: u64,
-    pub invalidated: bool,
 }
 
 /// An entry as the model holds it.
@@ -173,7 +174,10 @@ pub struct CacheModel {
     /// The key written last (never its own insert's victim).
     pub newest: Option<CacheKey>,
     pub counts: Counts,
+    /// The current fetch of each key being fetched.
     pub flights: BTreeMap<CacheKey, ModelFlight>,
+    /// Fetches revoked by an invalidation whose leaders have not finished.
+    pub revoked: BTreeSet<u64>,
     /// The answer of the last operation (for proptest-state-machine, whose
     /// reference state is all the system under test gets to see).
     pub last: Option<Answer>,
@@ -208,6 +212,7 @@ impl CacheSetup {
             newest: None,
             counts: Counts::default(),
             flights: BTreeMap::new(),
+            revoked: BTreeSet::new(),
             last: None,
         }
     }
@@ -426,8 +431,10 @@ impl CacheModel {
     }
 
     fn remove_where(&mut self, doomed: impl Fn(&CacheKey) -> bool) -> usize {
-        for (k, f) in self.flights.iter_mut() {
-            f.invalidated |= doomed(k);
+        let revoked: Vec<CacheKey> = self.flights.keys().filter(|k| doomed(k)).cloned().collect();
+        for k in revoked {
+            let flight = self.flights.remove(&k).expect("listed above");
+            self.revoked.insert(flight.id);
         }
         let before = self.len();
         self.small.retain(|h| !doomed(&h.key));
@@ -510,7 +517,7 @@ impl CacheModel {
             inserts: c.inserts,
             rejected_inserts: c.rejected_inserts,
             invalidations: c.invalidations,
-            in_flight: self.flights.len() as u64,
+            in_flight: (self.flights.len() + self.revoked.len()) as u64,
             entries: self.len() as u64,
             bytes: self.bytes() as u64,
             max_entries: self.max_entries as u64,

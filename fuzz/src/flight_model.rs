@@ -192,16 +192,21 @@ impl FlightHarness {
         }
     }
 
-    /// Ends the model's flight for `key` with `outcome`.
+    /// Ends the model's flight for `key` with `outcome`; returns whether
+    /// it was still the key's current flight (not revoked), so its answer
+    /// may be stored.
     fn end_flight(&mut self, key: &CacheKey, flight: u64, outcome: ModelOutcome) -> bool {
-        let record = self
-            .model
-            .flights
-            .remove(key)
-            .expect("the leader's flight is registered");
-        assert_eq!(record.id, flight, "model: one flight per key");
         self.outcomes.insert(flight, outcome);
-        record.invalidated
+        if self.model.flights.get(key).is_some_and(|f| f.id == flight) {
+            self.model.flights.remove(key);
+            true
+        } else {
+            assert!(
+                self.model.revoked.remove(&flight),
+                "model: flight {flight} is current or revoked"
+            );
+            false
+        }
     }
 
     fn compare_outcome(got: FlightOutcome, want: &ModelOutcome) {
@@ -299,13 +304,9 @@ impl FlightHarness {
         } else {
             let flight = self.next_flight;
             self.next_flight += 1;
-            self.model.flights.insert(
-                key.clone(),
-                super::cache_model::ModelFlight {
-                    id: flight,
-                    invalidated: false,
-                },
-            );
+            self.model
+                .flights
+                .insert(key.clone(), super::cache_model::ModelFlight { id: flight });
             let Begin::Lead(leader) = begin else {
                 panic!("begin: model says lead")
             };
@@ -343,12 +344,14 @@ impl FlightHarness {
             }
         };
         let shared = want.clone().map(|s| (*s.entry).clone());
-        let invalidated = self.end_flight(&key, flight, ModelOutcome::Done(shared));
-        if let (Ok(served), false) = (&want, invalidated) {
-            self.model.store(&key, (*served.entry).clone());
-        }
-        let got = leader.complete(result).map_err(|e| e.to_string());
-        assert_eq!(got, want, "leader's answer");
+        let current = self.end_flight(&key, flight, ModelOutcome::Done(shared));
+        let stored = match (&want, current) {
+            (Ok(served), true) => self.model.store(&key, (*served.entry).clone()),
+            _ => false,
+        };
+        let (got, got_stored) = leader.complete_stored(result);
+        assert_eq!(got.map_err(|e| e.to_string()), want, "leader's answer");
+        assert_eq!(got_stored.is_some(), stored, "whether the leader's answer was stored");
         self.check_wakers(flight);
     }
 

@@ -31,14 +31,13 @@
 //! eviction starts close to the global bound; with few keys and many shards it
 //! may start earlier. An entry heavier than a shard's byte bound is refused.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::clock::{Clock, Timestamp};
 use super::entry::{Entry, Freshness, TtlPolicy};
-use super::key::{CacheKey, Operation, PrehashedKey};
+use super::flight_table::FlightTable;
+use super::key::{CacheKey, Operation};
 use super::lifecycle::{Lifecycle, LifecycleConfig};
-use super::outcome::OutcomeCell;
 #[cfg(any(test, fuzzing))]
 use super::s3fifo::Queue;
 use super::s3fifo::S3Fifo;
@@ -87,20 +86,14 @@ pub enum Lookup {
     Miss,
 }
 
-/// One in-flight fetch, as the shard records it.
-pub(crate) struct FlightRecord {
-    pub(crate) outcome: Arc<OutcomeCell<super::flight::FlightOutcome>>,
-    /// Set when the key is invalidated while the fetch runs: its result is
-    /// then handed to the waiters but not stored.
-    pub(crate) invalidated: bool,
-}
-
 /// One lock's worth of the cache. Everything here is guarded by the shard's
 /// mutex; every method takes `&mut self`, so it runs with the lock held.
 pub(crate) struct Shard {
     /// The entries, their bytes, bounds and eviction order.
     entries: S3Fifo<StdArc<Entry>>,
-    pub(crate) flights: HashMap<CacheKey, FlightRecord, PrehashedKey>,
+    /// The fetches in flight and the invalidation generation
+    /// ([`flight_table`](super::flight_table)).
+    pub(crate) flights: FlightTable,
     pub(crate) counters: Counters,
 }
 
@@ -108,7 +101,7 @@ impl Shard {
     fn new(max_entries: usize, max_bytes: usize) -> Shard {
         Shard {
             entries: S3Fifo::new(max_entries, max_bytes),
-            flights: HashMap::with_hasher(PrehashedKey),
+            flights: FlightTable::new(),
             counters: Counters::default(),
         }
     }
@@ -170,29 +163,21 @@ impl Shard {
     }
 
     fn invalidate(&mut self, key: &CacheKey) -> bool {
-        if let Some(flight) = self.flights.get_mut(key) {
-            flight.invalidated = true;
-        }
+        self.flights.invalidate(key);
         let removed = self.remove_entry(key).is_some();
         self.counters.invalidations += u64::from(removed);
         removed
     }
 
     fn invalidate_where(&mut self, doomed: impl Fn(&CacheKey) -> bool) -> usize {
-        for (key, flight) in self.flights.iter_mut() {
-            if doomed(key) {
-                flight.invalidated = true;
-            }
-        }
+        self.flights.invalidate_where(&doomed);
         let removed = self.entries.remove_where(doomed);
         self.counters.invalidations += removed.len() as u64;
         removed.len()
     }
 
     fn clear(&mut self) -> usize {
-        for flight in self.flights.values_mut() {
-            flight.invalidated = true;
-        }
+        self.flights.invalidate_where(|_| true);
         let removed = self.entries.len();
         self.entries.clear();
         self.counters.invalidations += removed as u64;
@@ -297,29 +282,42 @@ impl Cache {
         shard.insert(key, StdArc::new(entry))
     }
 
-    /// Drops `key`'s entry; a fetch of it in progress will not be stored.
-    /// Returns whether there was an entry.
+    /// Drops `key`'s entry and revokes a fetch of it in progress: its
+    /// answer will not be stored, and later callers start a new fetch
+    /// (`core/flight_table.rs`). Returns whether there was
+    /// an entry.
     pub fn invalidate(&self, key: &CacheKey) -> bool {
         self.lock_shard(key).invalidate(key)
     }
 
     /// Drops every entry whose key starts with `prefix` (e.g. `runners:`),
-    /// one shard at a time. O(entries). Returns how many.
+    /// one shard at a time, and revokes the fetches of such keys in
+    /// progress (as [`Cache::invalidate`]). O(entries). Returns how many.
     pub fn invalidate_prefix(&self, prefix: &str) -> usize {
         self.each_shard(|shard| shard.invalidate_where(|key| key.has_prefix(prefix)))
     }
 
     /// Drops every entry whose key names repository `repo` (see
-    /// [`CacheKey::names_repository`]), one shard at a time: the same lock
-    /// path as [`Cache::invalidate_prefix`]. O(entries). Returns how many.
+    /// [`CacheKey::names_repository`]), and revokes their fetches in
+    /// progress, one shard at a time: the same lock path as
+    /// [`Cache::invalidate_prefix`]. O(entries). Returns how many.
     pub fn invalidate_repository(&self, repo: &str) -> usize {
         self.each_shard(|shard| shard.invalidate_where(|key| key.names_repository(repo)))
     }
 
-    /// Drops every entry, one shard at a time. Counters are kept. Returns
-    /// how many.
+    /// Drops every entry and revokes every fetch in progress, one shard at
+    /// a time. Counters are kept. Returns how many.
     pub fn clear(&self) -> usize {
         self.each_shard(Shard::clear)
+    }
+
+    /// Whether no invalidation has reached `key`'s shard since `generation`
+    /// (see [`FlightLeader::complete_stored`](super::FlightLeader::complete_stored)).
+    /// False after any invalidation of the shard, so a caller acting on
+    /// `false` (dropping a copy) may drop one it could have kept, never
+    /// the reverse.
+    pub fn unchanged_since(&self, key: &CacheKey, generation: super::Generation) -> bool {
+        self.lock_shard(key).flights.generation() == generation
     }
 
     /// Counts `event` against `key`.
@@ -337,7 +335,7 @@ impl Cache {
         let (mut in_flight, mut entries, mut bytes) = (0, 0, 0);
         for shard in &shards {
             counters.add(&shard.counters);
-            in_flight += shard.flights.len() as u64;
+            in_flight += shard.flights.running();
             entries += shard.entries.len() as u64;
             bytes += shard.entries.bytes() as u64;
         }

@@ -12,11 +12,21 @@
 //!
 //! The leader fetches with **no lock held**, then calls
 //! [`FlightLeader::complete`], which in one critical section removes the
-//! flight, stores the entry (unless the key was invalidated meanwhile) and
-//! counts how it was obtained; only after releasing the shard lock does it
-//! publish the outcome to the followers' [`OutcomeCell`]. A caller arriving
-//! after the removal finds the stored entry, so no window lets a second
-//! fetch start while the first one's result is being stored.
+//! flight, stores the entry and counts how it was obtained; only after
+//! releasing the shard lock does it publish the outcome to the followers'
+//! [`OutcomeCell`]. A caller arriving after the removal finds the stored
+//! entry, so no window lets a second fetch start while the first one's
+//! result is being stored.
+//!
+//! # Invalidation while the fetch runs
+//! An invalidation covering the key revokes the flight
+//! (`core/flight_table.rs`): a caller arriving after it
+//! leads a new flight instead of following the old one, and the old
+//! leader's completion, which checks the flight's generation in the same
+//! critical section as the insert, hands its answer to the leader and the
+//! followers that joined before the invalidation but does not store it.
+//! Both fill sources go through this one check: GitHub's answer and a
+//! peer's ([`Via::Peer`]).
 //!
 //! # When the leader fails, panics or is dropped
 //! - **Fails** (the fetch returns an error): the error is handed to every
@@ -42,8 +52,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::cache::{Cache, FlightRecord, Lookup};
+use super::cache::{Cache, Lookup};
 use super::entry::Entry;
+use super::flight_table::{Finish, Generation};
 use super::key::CacheKey;
 use super::outcome::OutcomeCell;
 use super::stats::{Api, Event};
@@ -193,6 +204,8 @@ pub struct FlightLeader {
     cache: Cache,
     key: CacheKey,
     outcome: Arc<OutcomeCell<FlightOutcome>>,
+    /// The shard's invalidation generation when the flight began.
+    generation: u64,
     stale: Option<StdArc<Entry>>,
     completed: bool,
 }
@@ -209,14 +222,28 @@ impl FlightLeader {
     }
 
     /// Finishes the flight: stores and counts the result, then releases the
-    /// followers. Returns the leader's own answer.
-    pub fn complete(mut self, result: Result<Fetched, FetchFailed>) -> Result<Served, FetchFailed> {
+    /// followers. Returns the leader's own answer. An answer whose flight an
+    /// invalidation revoked is handed out but not stored (module docs).
+    pub fn complete(self, result: Result<Fetched, FetchFailed>) -> Result<Served, FetchFailed> {
+        self.complete_stored(result).0
+    }
+
+    /// [`FlightLeader::complete`], also saying whether the answer was
+    /// stored in the cache, and at which generation of the key's shard: not
+    /// when it is an error, when an invalidation revoked the flight, or when
+    /// the bounds refuse it. A copy kept elsewhere (the daemon's store)
+    /// should follow the cache: keep it only when stored, and drop it again
+    /// when [`Cache::unchanged_since`] that generation is false.
+    pub fn complete_stored(
+        mut self,
+        result: Result<Fetched, FetchFailed>,
+    ) -> (Result<Served, FetchFailed>, Option<Generation>) {
         let result = result.map(|Fetched { entry, via }| (StdArc::new(entry), via));
-        {
+        let stored = {
             let mut shard = self.cache.lock_shard(&self.key);
-            let record = shard.flights.remove(&self.key);
-            debug_assert!(record.as_ref().is_some_and(|r| Arc::ptr_eq(&r.outcome, &self.outcome)));
-            let invalidated = record.is_some_and(|r| r.invalidated);
+            // The lease check and the insert share this critical section: no
+            // invalidation can fall between them.
+            let finish = shard.flights.finish(&self.key, self.generation);
             match &result {
                 Ok((entry, via)) => {
                     shard.counters.record(match via {
@@ -224,20 +251,23 @@ impl FlightLeader {
                         Via::NotModified => Event::Revalidated,
                         Via::Peer => Event::PeerHit,
                     });
-                    if !invalidated {
-                        shard.insert(&self.key, entry.clone());
-                    }
+                    let kept = finish == Finish::Current && shard.insert(&self.key, entry.clone());
+                    kept.then(|| shard.flights.generation())
                 }
-                Err(_) => shard.counters.record(Event::FetchError),
+                Err(_) => {
+                    shard.counters.record(Event::FetchError);
+                    None
+                }
             }
-        }
+        };
         self.completed = true;
         let shared = result.as_ref().map(|(entry, _)| entry.clone()).map_err(Clone::clone);
         self.outcome.publish(FlightOutcome::Done(shared));
-        result.map(|(entry, via)| Served {
+        let served = result.map(|(entry, via)| Served {
             entry,
             mode: via.into(),
-        })
+        });
+        (served, stored)
     }
 }
 
@@ -248,7 +278,7 @@ impl Drop for FlightLeader {
         }
         {
             let mut shard = self.cache.lock_shard(&self.key);
-            shard.flights.remove(&self.key);
+            shard.flights.finish(&self.key, self.generation);
             shard.counters.abandoned_flights += 1;
         }
         self.outcome.publish(FlightOutcome::Abandoned);
@@ -308,24 +338,21 @@ impl Cache {
             Lookup::Stale(entry) => Some(entry),
             Lookup::Miss => None,
         };
-        if let Some(flight) = shard.flights.get(key) {
-            let outcome = flight.outcome.clone();
+        // Only the key's current flight is followed: one an invalidation
+        // revoked has left the table.
+        if let Some(outcome) = shard.flights.current(key) {
+            let outcome = outcome.clone();
             shard.counters.coalesced += 1;
             return Begin::Follow(Follower { outcome, stale });
         }
         let outcome = Arc::new(OutcomeCell::new());
-        shard.flights.insert(
-            key.clone(),
-            FlightRecord {
-                outcome: outcome.clone(),
-                invalidated: false,
-            },
-        );
+        let generation = shard.flights.start(key, outcome.clone());
         drop(shard);
         Begin::Lead(FlightLeader {
             cache: self.clone(),
             key: key.clone(),
             outcome,
+            generation,
             stale,
             completed: false,
         })

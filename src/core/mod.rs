@@ -13,6 +13,8 @@
 //!   stats; **the lock order** is documented there.
 //! - [`stats`]: counters and the consistent [`StatsSnapshot`].
 //! - [`flight`]: single flight, [`Cache::begin`] / [`Cache::get_or_fetch`].
+//! - [`flight_table`]: a shard's flights and its invalidation generation: a
+//!   fill begun before an invalidation is not stored (the stale-fill race).
 //! - [`outcome`]: the one waiting primitive (threads and tasks alike).
 //! - [`lifecycle`]: the P2P state machine.
 //! - [`process`]: [`Node`], the one P2P-capable cache per process.
@@ -24,8 +26,11 @@
 //! - No snapshot mixes two moments: stats hold every lock at once.
 //! - No counter increment is lost, and no counter is ever reset: clearing
 //!   entries only adds to `invalidations`.
-//! - No two fetches of one key overlap in one cache; no follower waits
+//! - No two current fetches of one key overlap in one cache (a fetch an
+//!   invalidation revoked may still be finishing); no follower waits
 //!   forever.
+//! - No fill that began before an invalidation covering its key is stored
+//!   after it, and no request after it joins that fill.
 //! - No second host: one starter at a time, one [`Node`] per process, nothing
 //!   after shutdown.
 
@@ -33,6 +38,7 @@ pub mod cache;
 pub mod clock;
 pub mod entry;
 pub mod flight;
+mod flight_table;
 pub mod key;
 pub mod lifecycle;
 mod outcome;
@@ -44,6 +50,7 @@ pub use cache::{Cache, CacheConfig, Lookup};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use entry::{ETag, Entry, Freshness, Origin, TtlPolicy};
 pub use flight::{Begin, CacheMode, FetchFailed, Fetched, FlightLeader, FlightOutcome, Follower, Served, Via};
+pub use flight_table::Generation;
 pub use key::{key_text_names_repository, CacheKey, KeyError, Operation};
 pub use lifecycle::{LifecycleConfig, P2pHost, P2pPhase, P2pStatus, StartError, StartOutcome};
 pub use process::{AlreadyInitialized, Node};

@@ -399,6 +399,77 @@ fn invalidation_during_a_fetch_keeps_its_result_out_of_the_cache() {
 }
 
 #[test]
+fn a_request_after_an_invalidation_starts_a_new_flight_that_the_old_one_cannot_clobber() {
+    let (cache, _) = setup(CacheConfig::default());
+    let unrelated = CacheKey::new(Operation::Runners, [("repo", Some("x/y".to_string()))]);
+    for invalidate in [
+        &(|c: &Cache, k: &CacheKey| assert!(!c.invalidate(k))) as &dyn Fn(&Cache, &CacheKey),
+        &|c, _| assert_eq!(c.invalidate_prefix("repo:"), 0),
+        &|c, _| assert_eq!(c.invalidate_repository("o/r1"), 0),
+        &|c, _| assert_eq!(c.clear(), 0),
+    ] {
+        let k = key(1);
+        let Begin::Lead(old) = cache.begin(&k) else { panic!() };
+        let Begin::Follow(early) = cache.begin(&k) else {
+            panic!("a caller before the invalidation follows")
+        };
+        invalidate(&cache, &k);
+        assert_eq!(checked(&cache).in_flight, 1, "the revoked fetch still runs");
+        let Begin::Lead(new) = cache.begin(&k) else {
+            panic!("a caller after the invalidation leads a new flight")
+        };
+        let Begin::Follow(late) = cache.begin(&k) else {
+            panic!("and the next one follows the new flight")
+        };
+        assert_eq!(checked(&cache).in_flight, 2);
+        let (served, stored) = old.complete_stored(fetched(&cache, &k, "old"));
+        assert_eq!((served.unwrap().entry.body.as_ref(), stored), (&b"old"[..], None));
+        assert!(matches!(early.wait(), FlightOutcome::Done(Ok(e)) if e.body == "old"));
+        assert_eq!(cache.lookup(&k), Lookup::Miss, "the old answer is not stored");
+        assert!(
+            matches!(cache.begin(&k), Begin::Follow(_)),
+            "the new flight is still registered"
+        );
+        let (served, stored) = new.complete_stored(fetched(&cache, &k, "new"));
+        assert_eq!(served.unwrap().entry.body.as_ref(), &b"new"[..]);
+        let stored = stored.expect("the new flight's answer is stored");
+        assert!(cache.unchanged_since(&k, stored));
+        assert_eq!(cache.invalidate_prefix("none:"), 0);
+        assert!(
+            !cache.unchanged_since(&k, stored),
+            "every invalidation reaching the shard counts"
+        );
+        assert!(matches!(late.wait(), FlightOutcome::Done(Ok(e)) if e.body == "new"));
+        assert!(matches!(cache.lookup(&k), Lookup::Fresh(e) if e.body == "new"));
+        assert_eq!(checked(&cache).in_flight, 0);
+        cache.clear();
+    }
+    // An invalidation of another key leaves a flight alone.
+    let k = key(2);
+    let Begin::Lead(leader) = cache.begin(&k) else { panic!() };
+    cache.invalidate(&unrelated);
+    assert!(matches!(cache.begin(&k), Begin::Follow(_)));
+    assert!(leader.complete_stored(fetched(&cache, &k, "v")).1.is_some());
+}
+
+#[test]
+fn a_revoked_leader_that_vanishes_leaves_the_new_flight_alone() {
+    let (cache, _) = setup(CacheConfig::default());
+    let k = key(1);
+    let Begin::Lead(old) = cache.begin(&k) else { panic!() };
+    cache.invalidate(&k);
+    let Begin::Lead(new) = cache.begin(&k) else { panic!() };
+    drop(old);
+    assert!(
+        matches!(cache.begin(&k), Begin::Follow(_)),
+        "the new flight is still registered"
+    );
+    assert!(new.complete_stored(fetched(&cache, &k, "new")).1.is_some());
+    let s = checked(&cache);
+    assert_eq!((s.in_flight, s.abandoned_flights), (0, 1));
+}
+
+#[test]
 fn followers_block_on_real_threads_until_the_leader_finishes() {
     let (cache, _) = setup(CacheConfig::default());
     let k = key(1);

@@ -10,9 +10,14 @@
 //! # What is absent, on purpose
 //! - **No lock of the daemon's own around cache state, and no second
 //!   cache.** The daemon only calls the core's API ([`Cache::begin`],
-//!   [`FlightLeader::complete`](crate::core::FlightLeader::complete),
+//!   [`FlightLeader::complete_stored`](crate::core::FlightLeader::complete_stored),
 //!   [`Cache::stats`], ...); every read goes through the core's single
 //!   flight, so concurrent identical reads make one upstream request.
+//! - **No fill kept that an invalidation overtook** (one covering its key
+//!   that came while it was being fetched), in memory or on disk. GitHub's answers and peers' answers complete through
+//!   the core's generation check; the store gets only what the cache kept,
+//!   and the key is deleted again if an invalidation overtook the put
+//!   (`App::persist_stored`).
 //! - **No lock held across `.await`.** The daemon's own shared state is
 //!   atomics (metrics, rate limit) and channels (store).
 //! - **No fetch that outlives its caller holding the flight.** The leader's
@@ -270,6 +275,7 @@ impl App {
     /// invalidation (the tool, a write through the proxy) goes through here.
     /// Returns how many in-memory entries were dropped.
     pub fn invalidate(&self, what: &Invalidate) -> usize {
+        // Memory first, then the store: `persist_stored` relies on this order.
         let dropped = match what {
             Invalidate::All => self.cache.clear(),
             Invalidate::Prefix(p) => self.cache.invalidate_prefix(p),
@@ -298,6 +304,22 @@ impl App {
                     body: entry.body.clone(),
                 },
             );
+        }
+    }
+
+    /// Persists an entry the cache stored at `stored_at`, so that the
+    /// store never keeps it past an invalidation: one that reached the
+    /// key's shard since then may have queued its store deletion before this
+    /// put, so the key is deleted again after it. The store applies its
+    /// queue in order, and `App::invalidate` drops from memory before it
+    /// queues the deletion, so a later invalidation's deletion comes after
+    /// this put.
+    fn persist_stored(&self, key: &CacheKey, entry: &Entry, stored_at: crate::core::Generation) {
+        self.persist(key, entry);
+        if let Some(store) = &self.store {
+            if !self.cache.unchanged_since(key, stored_at) {
+                store.delete(key.clone());
+            }
         }
     }
 
@@ -410,11 +432,15 @@ impl App {
                         Some(entry) => Ok(Fetched { entry, via: Via::Peer }),
                         None => self.upstream.fetch(&self.cache, key, req, stale.as_deref()).await,
                     };
-                    return match leader.complete(fetched) {
+                    // GitHub's answer and a peer's both complete here: the
+                    // core stores neither if an invalidation of the key came
+                    // while it was being fetched (core::flight_table).
+                    let (result, stored) = leader.complete_stored(fetched);
+                    return match result {
                         Ok(served) => {
                             // A client's own token's answers stay in memory.
-                            if req.token.is_none() {
-                                self.persist(key, &served.entry);
+                            if let (Some(stored_at), None) = (stored, &req.token) {
+                                self.persist_stored(key, &served.entry, stored_at);
                             }
                             Ok(served)
                         }

@@ -5,7 +5,9 @@
 //! headers, paginates `/repos/o/r/issues` (250 items, `Link` headers), and
 //! counts every request. Knobs: `down` (503 for everything), `remaining`
 //! (the quota it reports; 0 makes it answer 403 like GitHub), `reset_in_secs`,
-//! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes).
+//! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes; a
+//! request answers with the version current when it arrived), `hold`
+//! (requests that arrive wait, counted in `in_flight`, until it is cleared).
 #![allow(dead_code)]
 
 pub mod node;
@@ -35,6 +37,8 @@ pub struct Fake {
     pub remaining: AtomicI64,
     pub delay_ms: AtomicU64,
     pub version: AtomicU64,
+    /// While set, requests wait before answering.
+    pub hold: AtomicBool,
     pub saw_token: AtomicBool,
     /// When non-zero: answer 403 with this `retry-after` (secondary limit).
     pub retry_after: AtomicU64,
@@ -84,11 +88,15 @@ fn reset_in(secs: u64) -> u64 {
 
 async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     fake.requests.fetch_add(1, Ordering::SeqCst);
+    let version = fake.version.load(Ordering::SeqCst);
     let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     fake.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let delay = fake.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    while fake.hold.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     fake.in_flight.fetch_sub(1, Ordering::SeqCst);
     let headers = req.headers().clone();
@@ -124,7 +132,7 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let etag = format!("\"v{}-{}\"", fake.version.load(Ordering::SeqCst), path.len());
+    let etag = format!("\"v{version}-{}\"", path.len());
     if let Some(inm) = headers.get("if-none-match") {
         fake.with_etag.fetch_add(1, Ordering::SeqCst);
         if inm.to_str().ok() == Some(etag.as_str()) {
@@ -166,7 +174,7 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     } else if path == "/user" {
         json!({"login": "tester"})
     } else {
-        json!({"path": path, "query": query, "version": fake.version.load(Ordering::SeqCst)})
+        json!({"path": path, "query": query, "version": version})
     };
     let mut r = (StatusCode::OK, rate, extra, body.to_string()).into_response();
     r.headers_mut().insert("etag", HeaderValue::from_str(&etag).unwrap());
