@@ -468,6 +468,10 @@ fn daemon_flags_keep_their_rules() {
     assert_eq!(c.listen.port(), 2);
     let c = parse_flags(&["--p2p", "true", "--no-p2p"]).unwrap();
     assert!(!c.p2p);
+    let c = parse_flags(&["--no-p2p", "--p2p", "true", "--no-p2p"]).unwrap();
+    assert!(!c.p2p, "the last of a repeated flag decides");
+    let c = parse_flags(&["--no-store", "--store=true", "--no-store", "--store", "yes"]).unwrap();
+    assert!(c.store);
     // Switches take `=true|false`, never a separate value.
     assert!(!parse_flags(&["--log-json=false"]).unwrap().log_json);
     let e = parse_flags(&["--log-json", "false"]).unwrap_err();
@@ -760,7 +764,7 @@ fn operator_commands_against_a_fleet_of_two() {
         "{v}"
     );
     let (code, text, _) = run_cli(&["invalidate", "--url", u], &[]);
-    assert_eq!((code, text.as_str()), (0, "invalidated 1 entries (everything)\n"));
+    assert_eq!((code, text.as_str()), (0, "invalidated 1 entry (everything)\n"));
     assert_eq!(cli_json(&["stats", "--url", u], &[])["entries"], 0);
 
     // The address from the config file's `listen` (default location).

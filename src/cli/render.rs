@@ -41,6 +41,11 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// `1 peer`, `2 peers`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         "-".to_string()
@@ -115,8 +120,8 @@ pub fn stats_at(v: &Value, now: u64) -> String {
     let fleet = &v["aggregate"];
     if fleet.is_object() {
         p2p_line.push_str(&format!(
-            "; fleet of {} nodes: {} requests made, {} saved",
-            show(num(fleet, "nodes")),
+            "; fleet of {}: {} requests made, {} saved",
+            num(fleet, "nodes").map_or_else(|| "? nodes".to_string(), |n| count(n, "node", "nodes")),
             show(num(fleet, "api_calls")),
             show(num(fleet, "api_calls_saved")),
         ));
@@ -211,21 +216,21 @@ pub fn peers(v: &Value) -> String {
         })
         .collect();
     format!(
-        "{} peers of {me}\n{}",
-        rows.len(),
+        "{} of {me}\n{}",
+        count(rows.len() as u64, "peer", "peers"),
         table(&["PEER ID", "PING", "AGENT", "ADDRESSES"], &rows)
     )
 }
 
 /// `gh_invalidate_cache` in one line.
 pub fn invalidated(v: &Value) -> String {
-    let n = show(num(v, "invalidated"));
+    let n = num(v, "invalidated").map_or_else(|| "? entries".to_string(), |n| count(n, "entry", "entries"));
     let what = match (v["repo"].as_str(), v["pattern"].as_str()) {
         (Some(repo), _) => format!("of repository {repo}"),
         (None, Some("*") | None) => "(everything)".to_string(),
         (None, Some(p)) => format!("with keys starting {p:?}"),
     };
-    format!("invalidated {n} entries {what}\n")
+    format!("invalidated {n} {what}\n")
 }
 
 #[cfg(test)]
@@ -285,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             invalidated(&json!({"invalidated": 1, "repo": "o/r"})),
-            "invalidated 1 entries of repository o/r\n"
+            "invalidated 1 entry of repository o/r\n"
         );
         assert_eq!(
             invalidated(&json!({"invalidated": 0, "pattern": "runners:"})),
