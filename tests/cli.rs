@@ -245,6 +245,41 @@ fn example_config_is_valid() {
     assert_eq!(config.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
 }
 
+/// Every key the example config shows, commented out or not, is also a
+/// flag of `ghcache daemon` (a key added to `Config::set` and the example
+/// but not to `daemon::flags::DaemonArgs` fails here).
+#[test]
+fn every_example_config_key_is_a_flag() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghcache.example.toml")).unwrap();
+    let ids: Vec<String> = ghcache::daemon::flags::command()
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    let mut table = "";
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name;
+            continue;
+        }
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            keys.push(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in &keys {
+        assert!(ids.contains(key), "key `{key}` of the example config has no flag");
+    }
+}
+
 /// Starts the binary with `args`, a fresh notify socket and a ready file in
 /// `dir`, waits for READY=1; returns the child (stderr piped), its HTTP
 /// port (from the ready file, checked against `STATUS=`) and the socket
