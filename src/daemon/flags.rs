@@ -51,7 +51,7 @@ pub struct DaemonArgs {
     /// Store directory [default: $STATE_DIRECTORY, $XDG_STATE_HOME/ghcache, ~/.local/state/ghcache]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
-    /// GitHub REST root (Enterprise: https://HOST/api/v3) [default: https://api.github.com]
+    /// GitHub REST root (Enterprise: `https://HOST/api/v3`) [default: `https://api.github.com`]
     #[arg(long, value_name = "URL")]
     pub github_api_url: Option<String>,
     /// Require `Authorization: Bearer <the file's token>` on /mcp, /jsonrpc, /github (also GHCACHE_MCP_TOKEN, or the systemd credential `mcp-token`)
