@@ -34,6 +34,8 @@ compile_error!(
      (or build ghcache with --no-default-features)"
 );
 
+#[cfg(feature = "daemon")]
+pub mod cli;
 pub mod core;
 #[cfg(feature = "daemon")]
 pub mod daemon;

@@ -1,64 +1,29 @@
-//! `ghcache`: the command-line entry point.
+//! `ghcache`: the command-line entry point. Parsing, help and the operator
+//! commands are `ghcache::cli`; this file runs the daemon.
 
+#[cfg(feature = "daemon")]
 fn main() {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
+    use ghcache::cli::{self, Invocation};
+    let code = match cli::parse(std::env::args()) {
+        Invocation::Daemon { config, token_on_argv } => daemon::main(*config, token_on_argv),
+        Invocation::Run(command) => cli::run(command),
+        Invocation::Exit(code) => code,
+    };
+    std::process::exit(code);
+}
+
+/// Without the `daemon` feature the binary has no commands.
+#[cfg(not(feature = "daemon"))]
+fn main() {
+    match std::env::args().nth(1).as_deref() {
         Some("--version" | "-V") => println!("ghcache {}", env!("CARGO_PKG_VERSION")),
-        None | Some("--help" | "-h") => print!("{}", USAGE),
-        #[cfg(feature = "daemon")]
-        Some("daemon") => {
-            let rest: Vec<String> = args.collect();
-            if rest.iter().any(|a| a == "--help" || a == "-h") {
-                print!("{}", DAEMON_USAGE);
-                return;
-            }
-            std::process::exit(daemon::main(rest));
-        }
-        Some(other) => {
-            eprintln!("ghcache: unknown command {other:?}\n\n{USAGE}");
+        None | Some("--help" | "-h") => println!("ghcache: built without the `daemon` feature: no commands"),
+        _ => {
+            eprintln!("ghcache: built without the `daemon` feature: no commands");
             std::process::exit(2);
         }
     }
 }
-
-const USAGE: &str = "\
-ghcache: a peer-to-peer cache of GitHub API responses
-
-Usage: ghcache <command>
-
-Commands:
-  daemon      run the cache daemon (see `ghcache daemon --help`)
-  --version   print the version
-  --help      print this help
-";
-
-#[cfg(feature = "daemon")]
-const DAEMON_USAGE: &str = "\
-Usage: ghcache daemon [flags]
-
-Flags (each also a key of the --config TOML file, e.g. github_api_url):
-  --listen ADDR            HTTP address [127.0.0.1:9000]
-  --data-dir DIR           store directory [$STATE_DIRECTORY, $XDG_STATE_HOME/ghcache, ~/.local/state/ghcache]
-  --github-api-url URL     GitHub REST root [https://api.github.com]
-  --mcp-token-file FILE    require `Authorization: Bearer <the file's token>` on /mcp, /jsonrpc, /github
-                           (also GHCACHE_MCP_TOKEN, or the systemd credential `mcp-token`)
-  --mcp-token TOKEN        the same token on the command line (visible in ps; prefer the file)
-  --allow-no-token         listen beyond loopback without a token (refused otherwise)
-  --metrics-require-token  /metrics requires the token too
-  --allowed-hosts H[,H]    extra accepted Host names (loopback listeners accept this machine's names)
-  --no-p2p                 local-only: no P2P node
-  --p2p-listen MULTIADDR   P2P address [/ip4/0.0.0.0/tcp/9100]
-  --bootstrap MULTIADDR    a peer to dial (repeatable), e.g. /ip4/10.0.0.2/tcp/9100
-  --mdns true|false        find peers on the LAN [false]
-  --swarm-key-file FILE    private swarm key (else GHCACHE_SWARM_KEY, else derived from the GitHub token)
-  --ready-file FILE        once listening, write the bound addresses here (JSON; port 0 shows the real port)
-  --no-store               keep the cache in memory only
-  --log-json               JSON log lines
-  --config FILE            TOML file with the same keys (see deploy/ghcache.example.toml)
-
-GitHub token: GITHUB_TOKEN, else GH_TOKEN, else `gh auth token`, else unauthenticated.
-Endpoints: POST /mcp, POST /jsonrpc, GET /github/<path>, GET /metrics, GET /healthz
-";
 
 #[cfg(feature = "daemon")]
 mod daemon {
@@ -69,16 +34,9 @@ mod daemon {
     use ghcache::daemon::ready::{self, P2pReady};
     use ghcache::daemon::{p2p, shutdown, spawn, App, DaemonClock};
 
-    /// Runs the daemon; returns the exit code.
-    pub fn main(args: Vec<String>) -> i32 {
-        let token_on_argv = args.iter().any(|a| a == "--mcp-token" || a.starts_with("--mcp-token="));
-        let mut config = match Config::from_args(args) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ghcache: {e}");
-                return 2;
-            }
-        };
+    /// Runs the daemon with `config` (flags and file applied); returns the
+    /// exit code.
+    pub fn main(mut config: Config, token_on_argv: bool) -> i32 {
         if let Err(e) = config.apply_env().and_then(|()| config.check_exposure()) {
             eprintln!("ghcache: {e}");
             return 2;

@@ -245,6 +245,41 @@ fn example_config_is_valid() {
     assert_eq!(config.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
 }
 
+/// Every key the example config shows, commented out or not, is also a
+/// flag of `ghcache daemon` (a key added to `Config::set` and the example
+/// but not to `daemon::flags::DaemonArgs` fails here).
+#[test]
+fn every_example_config_key_is_a_flag() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghcache.example.toml")).unwrap();
+    let ids: Vec<String> = ghcache::daemon::flags::command()
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    let mut table = "";
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name;
+            continue;
+        }
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            keys.push(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in &keys {
+        assert!(ids.contains(key), "key `{key}` of the example config has no flag");
+    }
+}
+
 /// Starts the binary with `args`, a fresh notify socket and a ready file in
 /// `dir`, waits for READY=1; returns the child (stderr piped), its HTTP
 /// port (from the ready file, checked against `STATUS=`) and the socket
@@ -337,5 +372,536 @@ fn kill_9_keeps_what_was_written_and_the_store_opens() {
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------
+// The command line (clap): every flag name kept, help, the operator
+// commands against running daemons, swarm-key, completions.
+// ---------------------------------------------------------------------
+
+/// Every flag `ghcache daemon` accepted before clap, with a value it
+/// takes (`None`: a switch). A name missing here or refused there breaks
+/// deployments: these are contracts.
+const DAEMON_FLAGS: &[(&str, Option<&str>)] = &[
+    ("listen", Some("127.0.0.1:9001")),
+    ("data-dir", Some("/tmp/ghcache-flags")),
+    ("github-api-url", Some("http://127.0.0.1:5")),
+    ("mcp-token-file", Some("/tmp/token")),
+    ("mcp-token", Some("s3cret")),
+    ("allow-no-token", None),
+    ("metrics-require-token", None),
+    ("allowed-hosts", Some("a.example,b.example:8080")),
+    ("allowed-origins", Some("https://a.example")),
+    ("no-p2p", None),
+    ("p2p", Some("false")),
+    ("p2p-listen", Some("/ip4/127.0.0.1/tcp/0")),
+    ("bootstrap", Some("/ip4/127.0.0.1/tcp/1")),
+    ("mdns", Some("true")),
+    ("swarm-key-file", Some("/tmp/swarm.key")),
+    ("ready-file", Some("/tmp/ready.json")),
+    ("no-store", None),
+    ("store", Some("false")),
+    ("log-json", None),
+    ("max-concurrent-upstream", Some("7")),
+    ("upstream-timeout-ms", Some("1234")),
+    ("upstream-retries", Some("2")),
+    ("retry-base-ms", Some("50")),
+    ("max-body-bytes", Some("4096")),
+    ("max-upstream-body-bytes", Some("8192")),
+    ("max-connections", Some("10")),
+    ("max-connections-per-client", Some("5")),
+    ("http-idle-timeout-ms", Some("1000")),
+    ("http-body-timeout-ms", Some("1000")),
+    ("max-mcp-sessions", Some("9")),
+    ("max-mcp-sessions-per-client", Some("3")),
+    ("mcp-session-idle-secs", Some("60")),
+    ("mcp-session-init-secs", Some("10")),
+    ("max-batch", Some("4")),
+    ("max-upstream-per-request", Some("6")),
+    ("client-upstream-per-minute", Some("600")),
+    ("max-entries", Some("77")),
+    ("max-bytes", Some("65536")),
+    ("stale-grace-secs", Some("100")),
+    ("ttl-secs.runners", Some("11")),
+    ("ttl-secs.workflow-runs", Some("12")),
+    ("ttl-secs.workflow-run", Some("13")),
+    ("ttl-secs.repos", Some("14")),
+    ("ttl-secs.repo", Some("15")),
+    ("ttl-secs.issues", Some("16")),
+    ("ttl-secs.pull-requests", Some("17")),
+    ("ttl-secs.auth-status", Some("18")),
+    ("ttl-secs.rate-limit", Some("19")),
+    ("ttl-secs.api", Some("20")),
+];
+
+fn parse_flags(args: &[&str]) -> Result<ghcache::daemon::config::Config, String> {
+    ghcache::daemon::config::Config::from_args(args.iter().map(|s| s.to_string())).map_err(|e| e.0)
+}
+
+#[test]
+fn every_daemon_flag_name_is_kept() {
+    use ghcache::core::Operation;
+    let default = ghcache::daemon::config::Config::default();
+    for (name, value) in DAEMON_FLAGS {
+        for spelling in [format!("--{name}"), format!("--{}", name.replace('-', "_"))] {
+            let mut args = vec![spelling.as_str()];
+            args.extend(value.iter());
+            let c = parse_flags(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let changed = format!("{c:?}") != format!("{default:?}");
+            assert!(changed, "{args:?} changed nothing");
+            if let Some(v) = value {
+                let inline = format!("{spelling}={v}");
+                parse_flags(&[inline.as_str()]).unwrap_or_else(|e| panic!("{inline}: {e}"));
+            }
+        }
+    }
+    // All of them at once, as a deployment might.
+    let mut all = Vec::new();
+    for (name, value) in DAEMON_FLAGS {
+        all.push(format!("--{name}"));
+        all.extend(value.iter().map(|v| v.to_string()));
+    }
+    let c = ghcache::daemon::config::Config::from_args(all).unwrap();
+    assert_eq!(c.listen.port(), 9001);
+    assert_eq!(c.limits.client_upstream_per_minute, 600);
+    assert_eq!(c.cache.ttl.ttl(Operation::WorkflowRuns), Duration::from_secs(12));
+    assert_eq!(c.cache.ttl.ttl(Operation::Api), Duration::from_secs(20));
+    assert!(!c.p2p && !c.store && c.log_json && c.allow_no_token && c.metrics_require_token && c.mdns);
+    // Every operation has its TTL flag, and the list above has every flag
+    // the command declares.
+    for op in Operation::ALL {
+        let flag = format!("ttl-secs.{}", op.name().replace('_', "-"));
+        assert!(DAEMON_FLAGS.iter().any(|(n, _)| *n == flag), "{flag}");
+    }
+    let declared: Vec<String> = ghcache::daemon::flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .filter(|l| l != "help" && l != "config")
+        .collect();
+    for long in &declared {
+        assert!(
+            DAEMON_FLAGS.iter().any(|(n, _)| n == long),
+            "--{long} is not pinned here"
+        );
+    }
+}
+
+#[test]
+fn daemon_flags_keep_their_rules() {
+    // A later flag wins, across spellings of one key.
+    let c = parse_flags(&[
+        "--no-p2p",
+        "--p2p",
+        "true",
+        "--listen",
+        "127.0.0.1:1",
+        "--listen=127.0.0.1:2",
+    ])
+    .unwrap();
+    assert!(c.p2p);
+    assert_eq!(c.listen.port(), 2);
+    let c = parse_flags(&["--p2p", "true", "--no-p2p"]).unwrap();
+    assert!(!c.p2p);
+    let c = parse_flags(&["--no-p2p", "--p2p", "true", "--no-p2p"]).unwrap();
+    assert!(!c.p2p, "the last of a repeated flag decides");
+    let c = parse_flags(&["--no-store", "--store=true", "--no-store", "--store", "yes"]).unwrap();
+    assert!(c.store);
+    // Switches take `=true|false`, never a separate value.
+    assert!(!parse_flags(&["--log-json=false"]).unwrap().log_json);
+    let e = parse_flags(&["--log-json", "false"]).unwrap_err();
+    assert!(e.contains("unexpected argument \"false\""), "{e}");
+    let e = parse_flags(&["--no-p2p=yes"]).unwrap_err();
+    assert!(e.contains("`no_p2p`") && e.contains("takes no value"), "{e}");
+    // Bootstrap repeats and splits on commas.
+    let c = parse_flags(&[
+        "--bootstrap",
+        "/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.1/tcp/2",
+        "--bootstrap=/ip4/127.0.0.1/tcp/3",
+    ])
+    .unwrap();
+    assert_eq!(c.bootstrap.len(), 3);
+    // Errors: one line naming the key.
+    for (args, key, why) in [
+        (&["--frobnicate", "1"][..], "`frobnicate`", "unknown key"),
+        (&["--listen"][..], "`listen`", "missing value"),
+        (&["--max-entries", "many"][..], "`max_entries`", "whole number"),
+        (&["--ttl-secs.nope", "1"][..], "`ttl_secs.nope`", "unknown key"),
+    ] {
+        let e = parse_flags(args).unwrap_err();
+        assert!(e.contains(key) && e.contains(why) && !e.contains('\n'), "{args:?}: {e}");
+    }
+    // The config file first, then the flags over it, whatever their order.
+    let dir = temp_dir("flagorder");
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:7\"\nmax_entries = 5\n").unwrap();
+    let c = parse_flags(&["--listen", "127.0.0.1:8", "--config", file.to_str().unwrap()]).unwrap();
+    assert_eq!((c.listen.port(), c.cache.max_entries), (8, 5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `ghcache ARGS` with `env`, no config file in reach (a fresh
+/// XDG_CONFIG_HOME) and no GHCACHE_URL; returns exit code, stdout, stderr.
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = temp_dir(&format!("clihome{run}"));
+    let mut c = ghcache();
+    c.args(args)
+        .env_remove("GHCACHE_URL")
+        .env("XDG_CONFIG_HOME", &home)
+        .env("HOME", &home)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn help_is_generated_and_says_what_it_said() {
+    let (code, top, _) = run_cli(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for word in [
+        "daemon",
+        "stats",
+        "peers",
+        "invalidate",
+        "swarm-key",
+        "completions",
+        "Exit codes:",
+        "3  the daemon is unreachable",
+    ] {
+        assert!(top.contains(word), "{word}:\n{top}");
+    }
+    let (code, bare, _) = run_cli(&[], &[]);
+    assert_eq!((code, bare.as_str()), (0, top.as_str()));
+    let (code, version, _) = run_cli(&["--version"], &[]);
+    assert_eq!(
+        (code, version.trim()),
+        (0, concat!("ghcache ", env!("CARGO_PKG_VERSION")))
+    );
+
+    let (code, help, _) = run_cli(&["daemon", "--help"], &[]);
+    assert_eq!(code, 0);
+    // Today's hand-written help listed these; each flag keeps its line.
+    for word in [
+        "--listen <ADDR>",
+        "127.0.0.1:9000",
+        "--data-dir <DIR>",
+        "$STATE_DIRECTORY",
+        "--github-api-url <URL>",
+        "https://api.github.com",
+        "--mcp-token-file <FILE>",
+        "GHCACHE_MCP_TOKEN",
+        "mcp-token",
+        "--mcp-token <TOKEN>",
+        "--allow-no-token",
+        "--metrics-require-token",
+        "--allowed-hosts",
+        "--no-p2p",
+        "--p2p-listen <MULTIADDR>",
+        "/ip4/0.0.0.0/tcp/9100",
+        "--bootstrap <MULTIADDR>",
+        "--mdns <BOOL>",
+        "--swarm-key-file <FILE>",
+        "GHCACHE_SWARM_KEY",
+        "--ready-file <FILE>",
+        "--no-store",
+        "--log-json",
+        "--config <FILE>",
+        "GITHUB_TOKEN, else GH_TOKEN, else `gh auth token`",
+        "POST /mcp, POST /jsonrpc, GET /github/<path>, GET /metrics, GET /healthz",
+        // --help shows every key; -h the common ones.
+        "--max-concurrent-upstream <N>",
+        "--ttl-secs.workflow-runs <SECS>",
+        "--client-upstream-per-minute <N>",
+    ] {
+        assert!(help.contains(word), "{word}:\n{help}");
+    }
+    let (_, short, _) = run_cli(&["daemon", "-h"], &[]);
+    assert!(short.contains("--listen") && !short.contains("--max-batch"), "{short}");
+    let (code, _, err) = run_cli(&["frobnicate"], &[]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn daemon_flag_errors_are_one_line_and_exit_2() {
+    for args in [
+        &["daemon", "--frobnicate", "1"][..],
+        &["daemon", "--listen"][..],
+        &["daemon", "stray"][..],
+    ] {
+        let (code, _, err) = run_cli(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("ghcache: "), "{err}");
+    }
+}
+
+#[test]
+fn completions_make_a_bash_script() {
+    let (code, script, err) = run_cli(&["completions", "bash"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(script.contains("complete -F") && script.contains("ghcache"), "{script}");
+    for word in [
+        "swarm-key",
+        "invalidate",
+        "--prefix",
+        "--swarm-key-file",
+        "--ttl-secs.runners",
+    ] {
+        assert!(script.contains(word), "{word}");
+    }
+    // bash itself accepts it.
+    let check = Command::new("bash").args(["-n", "-c", &script]).status();
+    if let Ok(status) = check {
+        assert!(status.success(), "bash -n rejects the script");
+    }
+    let (code, _, _) = run_cli(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn swarm_key_writes_a_new_0600_file_and_never_overwrites_unforced() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::str::FromStr;
+    let dir = temp_dir("swarmkey");
+    let path = dir.join("swarm.key");
+    let p = path.to_str().unwrap();
+    let (code, _, err) = run_cli(&["swarm-key", "--out", p], &[]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), 4, "{text:?}");
+    assert_eq!(&lines[..2], ["/key/swarm/psk/1.0.0/", "/base16/"]);
+    assert!(
+        lines[2].len() == 64 && lines[2].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+    assert_eq!(lines[3], "");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // The daemon's parser and libp2p's own read it.
+    ghcache::daemon::p2p::parse_psk(&text).unwrap();
+    libp2p::pnet::PreSharedKey::from_str(&text).unwrap();
+
+    let (code, _, err) = run_cli(&["swarm-key", "--out", p], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "unchanged");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run_cli(&["swarm-key", "--out", p, "--force"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let replaced = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(replaced, text);
+    ghcache::daemon::p2p::parse_psk(&replaced).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let leftovers = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(leftovers, 1, "no temporary file is left");
+
+    let (code, stdout, _) = run_cli(&["swarm-key"], &[]);
+    assert_eq!(code, 0);
+    ghcache::daemon::p2p::parse_psk(&stdout).unwrap();
+    let (code, _, _) = run_cli(&["swarm-key", "--force"], &[]);
+    assert_eq!(code, 2, "--force needs --out");
+    let (code, _, err) = run_cli(&["swarm-key", "--out", dir.join("no/such/dir").to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ghcache ARGS --json` against a daemon: exit 0 and the parsed JSON.
+fn cli_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = run_cli(&all, env);
+    assert_eq!(code, 0, "{all:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{all:?}: {e}: {out}"))
+}
+
+#[test]
+fn operator_commands_against_a_fleet_of_two() {
+    use common::node::{wait_mesh, Node};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gh = rt.block_on(common::FakeGithub::start());
+    let a = Node::spawn("cli-ops-a", &gh.url(), None, &[]);
+    let b = Node::spawn("cli-ops-b", &gh.url(), Some(a.p2p), &[]);
+    rt.block_on(wait_mesh(&[&a, &b], 1));
+    let url = format!("http://127.0.0.1:{}", a.http);
+    let u = url.as_str();
+    for repo in ["o/r", "o/s"] {
+        let v = rt.block_on(a.call("gh_get_repo", serde_json::json!({"repo": repo})));
+        assert!(v["result"]["cache_mode"].is_string(), "{v}");
+    }
+
+    // stats: --json is the tool's result; text is a few lines.
+    let stats = cli_json(&["stats", "--url", u], &[]);
+    let direct = rt.block_on(a.stats());
+    for k in [
+        "entries",
+        "bytes",
+        "hits",
+        "misses",
+        "api_calls",
+        "api_calls_saved",
+        "peer_id",
+        "store",
+    ] {
+        assert_eq!(stats[k], direct[k], "{k}: {stats}");
+    }
+    assert_eq!(stats["entries"], 2, "{stats}");
+    let a_id = stats["peer_id"].as_str().unwrap().to_string();
+    let (code, text, _) = run_cli(&["stats", "--url", u], &[]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("cache    2 entries"), "{text}");
+    assert!(
+        text.contains(&format!("P2P      running as {a_id}")) && text.contains("fleet of 2 nodes"),
+        "{text}"
+    );
+
+    // peers: the other node, in a table.
+    let b_id = rt.block_on(b.stats())["peer_id"].as_str().unwrap().to_string();
+    let peers = cli_json(&["peers"], &[("GHCACHE_URL", u)]);
+    assert_eq!(
+        (peers["count"].as_u64(), peers["peers"][0]["peer_id"].as_str()),
+        (Some(1), Some(b_id.as_str())),
+        "{peers}"
+    );
+    let (code, text, _) = run_cli(&["peers", "--url", u], &[]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("PEER ID") && lines[2].starts_with(&b_id), "{text}");
+    // Columns line up: PING starts where the row's second cell does.
+    assert_eq!(lines[1].find("PING"), Some(b_id.len() + 2), "{text}");
+    assert!(
+        lines[2][b_id.len()..].starts_with("  ") && !lines[2][b_id.len() + 2..].starts_with(' '),
+        "{text}"
+    );
+
+    // invalidate: one repository, then a prefix, then everything.
+    let v = cli_json(&["invalidate", "--url", u, "--repo", "o/r"], &[]);
+    assert_eq!(
+        (v["invalidated"].as_u64(), v["repo"].as_str()),
+        (Some(1), Some("o/r")),
+        "{v}"
+    );
+    let v = cli_json(&["invalidate", "--url", u, "--prefix", "runners"], &[]);
+    assert_eq!(
+        (v["invalidated"].as_u64(), v["pattern"].as_str()),
+        (Some(0), Some("runners:")),
+        "{v}"
+    );
+    let (code, text, _) = run_cli(&["invalidate", "--url", u], &[]);
+    assert_eq!((code, text.as_str()), (0, "invalidated 1 entry (everything)\n"));
+    assert_eq!(cli_json(&["stats", "--url", u], &[])["entries"], 0);
+
+    // The address from the config file's `listen` (default location).
+    let home = temp_dir("cliconf");
+    std::fs::create_dir_all(home.join("ghcache")).unwrap();
+    std::fs::write(
+        home.join("ghcache/ghcache.toml"),
+        format!("listen = \"0.0.0.0:{}\"\n", a.http),
+    )
+    .unwrap();
+    let v = cli_json(&["peers"], &[("XDG_CONFIG_HOME", home.to_str().unwrap())]);
+    assert_eq!(v["peer_id"].as_str(), Some(a_id.as_str()));
+    let file = home.join("ghcache/ghcache.toml");
+    let v = cli_json(&["peers", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(v["peer_id"].as_str(), Some(a_id.as_str()));
+    let _ = std::fs::remove_dir_all(&home);
+
+    // The daemon answers an error: exit 1, its message on stderr.
+    let (code, out, err) = run_cli(&["invalidate", "--url", u, "--repo", "not a repo"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("gh_invalidate_cache failed") && err.contains("-32602"),
+        "{err}"
+    );
+}
+
+#[test]
+fn operator_exit_codes_for_unreachable_and_tokens() {
+    use common::node::Node;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gh = rt.block_on(common::FakeGithub::start());
+    let dir = temp_dir("clitoken");
+    let token_file = dir.join("mcp-token");
+    std::fs::write(&token_file, "right-token\n").unwrap();
+    let tf = token_file.to_str().unwrap();
+    let node = Node::spawn("cli-token", &gh.url(), None, &["--no-p2p", "--mcp-token-file", tf]);
+    let url = format!("http://127.0.0.1:{}", node.http);
+    let u = url.as_str();
+
+    // Port 0 is never listening: connection refused, nothing bound.
+    let (code, _, err) = run_cli(&["stats", "--url", "http://127.0.0.1:0"], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("cannot reach the daemon at http://127.0.0.1:0/jsonrpc"),
+        "{err}"
+    );
+
+    let (code, _, err) = run_cli(&["stats", "--url", u], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("401") && err.contains("wants a token"), "{err}");
+    let (code, _, err) = run_cli(&["stats", "--url", u], &[("GHCACHE_MCP_TOKEN", "wrong-token")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused") && !err.contains("wrong-token"), "{err}");
+
+    // The right token from each source.
+    cli_json(&["stats", "--url", u], &[("GHCACHE_MCP_TOKEN", "right-token")]);
+    cli_json(&["stats", "--url", u, "--mcp-token-file", tf], &[]);
+    cli_json(
+        &["stats", "--url", u, "--mcp-token-file", tf],
+        &[("GHCACHE_MCP_TOKEN", "wrong-token")],
+    );
+    let conf = dir.join("ghcache.toml");
+    std::fs::write(
+        &conf,
+        format!("listen = \"127.0.0.1:{}\"\nmcp_token_file = \"{tf}\"\n", node.http),
+    )
+    .unwrap();
+    cli_json(&["stats", "--config", conf.to_str().unwrap()], &[]);
+    // The environment beats a config file's token file.
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nmcp_token_file = \"/nonexistent\"\n",
+            node.http
+        ),
+    )
+    .unwrap();
+    cli_json(
+        &["stats", "--config", conf.to_str().unwrap()],
+        &[("GHCACHE_MCP_TOKEN", "right-token")],
+    );
+
+    // Usage errors: exit 2.
+    for args in [
+        &["stats", "--url", "127.0.0.1:9000"][..],
+        &["invalidate", "--repo", "o/r", "--prefix", "x"][..],
+        &[
+            "stats",
+            "--mcp-token-file",
+            "/nonexistent",
+            "--url",
+            "http://127.0.0.1:0",
+        ][..],
+    ] {
+        let (code, _, err) = run_cli(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "listen = 5\n").unwrap();
+    let (code, _, err) = run_cli(&["stats", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`listen`"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

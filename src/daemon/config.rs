@@ -1,6 +1,9 @@
 //! The daemon's settings: flags, a TOML file with the same keys, and the
 //! environment for secrets.
 //!
+//! This file reads values (`Config::set`, one arm per key, for the file and
+//! the flags alike); `daemon::flags` declares the flags for clap.
+//!
 //! Precedence: built-in defaults < `--config FILE` < flags < environment
 //! (secrets only: `GITHUB_TOKEN` / `GH_TOKEN`, `GHCACHE_MCP_TOKEN`). Every
 //! problem becomes one [`ConfigError`] line naming the key; `main` prints it
@@ -477,61 +480,10 @@ impl Config {
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
 
-    /// Parses `ghcache daemon` flags: `--config FILE` is applied first, then
-    /// the other flags over it. Does not read the environment.
-    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, ConfigError> {
-        let args: Vec<String> = args.into_iter().collect();
-        let mut pairs: Vec<(String, Option<String>)> = Vec::new();
-        let mut i = 0;
-        while i < args.len() {
-            let arg = &args[i];
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(ConfigError(format!(
-                    "unexpected argument {arg:?} (flags start with --)"
-                )));
-            };
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (flag.to_string(), None),
-            };
-            let key = name.replace('-', "_");
-            match key.as_str() {
-                "no_p2p" | "log_json" | "no_store" | "allow_no_token" | "metrics_require_token" => {
-                    pairs.push((key, inline))
-                }
-                _ => {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => {
-                            i += 1;
-                            args.get(i).cloned().ok_or_else(|| bad(&key, "missing value"))?
-                        }
-                    };
-                    pairs.push((key, Some(value)));
-                }
-            }
-            i += 1;
-        }
-        let mut config = Config::default();
-        for (key, value) in &pairs {
-            if key == "config" {
-                config.apply_file(Path::new(value.as_deref().unwrap_or_default()))?;
-            }
-        }
-        for (key, value) in &pairs {
-            match (key.as_str(), value.as_deref()) {
-                ("config", _) => {}
-                ("no_p2p", None) => config.p2p = false,
-                ("no_store", None) => config.store = false,
-                ("log_json", None) => config.log_json = true,
-                ("allow_no_token", None) => config.allow_no_token = true,
-                ("metrics_require_token", None) => config.metrics_require_token = true,
-                ("no_p2p" | "no_store", Some(_)) => return Err(bad(key, "takes no value")),
-                (key, Some(v)) => config.set(key, Raw::Text(v))?,
-                (key, None) => return Err(bad(key, "missing value")),
-            }
-        }
-        Ok(config)
+    /// Sets one key from its text, as a flag gives it (`daemon::flags`
+    /// calls this for every flag, in command-line order).
+    pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), ConfigError> {
+        self.set(key, Raw::Text(text))
     }
 
     /// Fills in secrets from the environment and files: the MCP token from
@@ -540,6 +492,29 @@ impl Config {
     /// `--mcp-token` flag; the GitHub token from `GITHUB_TOKEN`, `GH_TOKEN`,
     /// else `gh auth token`.
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.resolve_mcp_token()?;
+        if let Some(k) = std::env::var("GHCACHE_SWARM_KEY").ok().filter(|t| !t.trim().is_empty()) {
+            self.swarm_key = Secret(Some(k));
+        }
+        let (token, source) = if let Some(t) = env_token("GITHUB_TOKEN") {
+            (Some(t), TokenSource::GithubToken)
+        } else if let Some(t) = env_token("GH_TOKEN") {
+            (Some(t), TokenSource::GhToken)
+        } else if let Some(t) = gh_cli_token() {
+            (Some(t), TokenSource::GhCli)
+        } else {
+            (None, TokenSource::None)
+        };
+        self.github_token = Secret(token);
+        self.token_source = source;
+        Ok(())
+    }
+
+    /// Sets `mcp_token` the way the daemon finds it: `mcp_token_file`, else
+    /// `GHCACHE_MCP_TOKEN`, else the systemd credential `mcp-token`, else
+    /// the `mcp_token` key as given. The operator commands (`ghcache
+    /// stats`, ...) call this too, so they send the token the daemon wants.
+    pub fn resolve_mcp_token(&mut self) -> Result<(), ConfigError> {
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|dir| PathBuf::from(dir).join("mcp-token"))
             .filter(|p| p.exists());
@@ -559,20 +534,6 @@ impl Config {
             })?;
             self.set("mcp_token", Raw::Text(text.trim_end_matches(['\n', '\r'])))?;
         }
-        if let Some(k) = std::env::var("GHCACHE_SWARM_KEY").ok().filter(|t| !t.trim().is_empty()) {
-            self.swarm_key = Secret(Some(k));
-        }
-        let (token, source) = if let Some(t) = env_token("GITHUB_TOKEN") {
-            (Some(t), TokenSource::GithubToken)
-        } else if let Some(t) = env_token("GH_TOKEN") {
-            (Some(t), TokenSource::GhToken)
-        } else if let Some(t) = gh_cli_token() {
-            (Some(t), TokenSource::GhCli)
-        } else {
-            (None, TokenSource::None)
-        };
-        self.github_token = Secret(token);
-        self.token_source = source;
         Ok(())
     }
 

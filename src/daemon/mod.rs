@@ -44,6 +44,7 @@
 pub mod api_base;
 pub mod budget;
 pub mod config;
+pub mod flags;
 pub mod http;
 pub mod jsonrpc;
 pub mod mcp;

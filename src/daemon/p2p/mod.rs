@@ -1184,7 +1184,7 @@ fn is_unspecified(a: &Multiaddr) -> bool {
 
 /// An error with its sources: libp2p's transport errors print nothing of
 /// their own and keep the cause (`Address already in use`) in `source()`.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
