@@ -792,9 +792,11 @@ impl App {
     pub fn metrics_text(&self) -> String {
         let stats = self.cache.stats();
         let store = self.store.as_ref().map(Store::stats);
-        let mut out = self.metrics.render(&stats, &self.upstream.rate_limit(), store.as_ref());
-        self.p2p_metrics.render(&mut out);
-        out
+        let mut out = metrics::Exposition::default();
+        self.metrics
+            .expose(&mut out, &stats, &self.upstream.rate_limit(), store.as_ref());
+        self.p2p_metrics.expose(&mut out);
+        out.encode()
     }
 }
 

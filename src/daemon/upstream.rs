@@ -720,7 +720,10 @@ impl Upstream {
         if let Some(secret) = token.map(|t| &t.secret).or(self.token.as_ref()) {
             request = request.header("authorization", format!("Bearer {secret}"));
         }
-        match request.send().await {
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        self.metrics.upstream_answered(started.elapsed().as_secs_f64());
+        match sent {
             Ok(response) => {
                 if let Some(client) = token {
                     self.client_rate(&client.partition)

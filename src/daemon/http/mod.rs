@@ -5,7 +5,7 @@
 //! | `POST /mcp` | MCP Streamable HTTP (rmcp), sessions bounded ([`sessions`]) |
 //! | `POST /jsonrpc` | plain JSON-RPC 2.0 ([`jsonrpc`](super::jsonrpc)) |
 //! | `GET /github/<path>?<query>` | reverse proxy answering like GitHub ([`proxy`]) |
-//! | `GET /metrics` | Prometheus text (behind the token with `metrics_require_token`) |
+//! | `GET /metrics` | OpenMetrics text (behind the token with `metrics_require_token`) |
 //! | `GET /healthz` | `ok` |
 //!
 //! Every route checks `Host`; `/mcp`, `/jsonrpc` and `/github` also check
@@ -20,9 +20,10 @@ pub mod serve;
 pub mod sessions;
 
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -73,7 +74,18 @@ pub fn router(app: Arc<App>, mcp_cancel: CancellationToken) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .layer(middleware::from_fn_with_state(app.clone(), time_answer))
         .with_state(app)
+}
+
+/// Records the time to each answer's headers (refusals included) in
+/// `ghcache_http_request_duration_seconds{route}`.
+async fn time_answer(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = super::metrics::route_of(request.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    app.metrics.http_answered(route, started.elapsed().as_secs_f64());
+    response
 }
 
 async fn jsonrpc(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -85,7 +97,10 @@ async fn jsonrpc(State(app): State<Arc<App>>, body: Bytes) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics_text(),
     )
         .into_response()

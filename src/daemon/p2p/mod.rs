@@ -47,6 +47,7 @@
 
 pub mod wire;
 
+use crate::daemon::metrics::Exposition;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write as _};
@@ -242,65 +243,32 @@ pub struct P2pMetrics {
 }
 
 impl P2pMetrics {
-    /// Prometheus lines.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let c = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP ghcache_p2p_{name} {help}\n# TYPE ghcache_p2p_{name} {kind}\nghcache_p2p_{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        };
-        c(out, "peers", "Peers connected.", "gauge", &self.peers);
-        c(
-            out,
-            "asked_total",
-            "Entry requests sent to owners.",
-            "counter",
-            &self.asked,
-        );
-        c(
-            out,
-            "received_total",
-            "Entries received from owners.",
-            "counter",
-            &self.received,
-        );
-        c(
-            out,
-            "fallbacks_total",
+    /// Adds the node's metrics to a scrape (`ghcache_p2p_*`).
+    pub fn expose(&self, out: &mut Exposition) {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.gauge("p2p_peers", "Peers connected.", v(&self.peers));
+        out.counter("p2p_asked", "Entry requests sent to owners.", v(&self.asked));
+        out.counter("p2p_received", "Entries received from owners.", v(&self.received));
+        out.counter(
+            "p2p_fallbacks",
             "Owner asks that failed (fetched upstream instead).",
-            "counter",
-            &self.fallbacks,
+            v(&self.fallbacks),
         );
-        c(
-            out,
-            "served_total",
-            "Entry requests answered for peers.",
-            "counter",
-            &self.served,
-        );
-        c(
-            out,
-            "bad_frames_total",
+        out.counter("p2p_served", "Entry requests answered for peers.", v(&self.served));
+        out.counter(
+            "p2p_bad_frames",
             "Inbound streams dropped for bad frames.",
-            "counter",
-            &self.bad_frames,
+            v(&self.bad_frames),
         );
-        c(
-            out,
-            "connections_opened_total",
+        out.counter(
+            "p2p_connections_opened",
             "Connections established.",
-            "counter",
-            &self.connections_opened,
+            v(&self.connections_opened),
         );
-        c(
-            out,
-            "connections_closed_total",
+        out.counter(
+            "p2p_connections_closed",
             "Connections closed.",
-            "counter",
-            &self.connections_closed,
+            v(&self.connections_closed),
         );
     }
 }
