@@ -25,6 +25,8 @@
 //! - [`http`]: the HTTP surface: `/mcp`, `/jsonrpc`, `/github/*`,
 //!   `/metrics`, `/healthz`, with Host, Origin, token, body, connection and
 //!   session bounds.
+//! - [`key_path`]: which GitHub path a cache key reads; the path scopes of
+//!   [`Invalidate::Paths`].
 //! - [`api_base`]: the GitHub API root; every upstream URL is made or
 //!   checked there.
 //! - [`budget`]: how many GitHub requests one HTTP request may cause.
@@ -41,6 +43,7 @@ pub mod budget;
 pub mod config;
 pub mod http;
 pub mod jsonrpc;
+pub mod key_path;
 pub mod mcp;
 pub mod metrics;
 pub mod p2p;
@@ -274,12 +277,16 @@ impl App {
             Invalidate::All => self.cache.clear(),
             Invalidate::Prefix(p) => self.cache.invalidate_prefix(p),
             Invalidate::Repository(r) => self.cache.invalidate_repository(r),
+            Invalidate::Paths(scopes) => self
+                .cache
+                .invalidate_matching(|key| key_path::any_covers_key_text(scopes, key.as_str())),
         };
         if let Some(store) = &self.store {
             match what {
                 Invalidate::All => store.delete_prefix(""),
                 Invalidate::Prefix(p) => store.delete_prefix(p),
                 Invalidate::Repository(r) => store.delete_repository(r),
+                Invalidate::Paths(scopes) => store.delete_paths(scopes),
             }
         }
         tracing::debug!(?what, dropped, "invalidated");
@@ -691,6 +698,9 @@ impl App {
                     Invalidate::All => json!({"invalidated": removed, "pattern": "*"}),
                     Invalidate::Prefix(p) => json!({"invalidated": removed, "pattern": p}),
                     Invalidate::Repository(r) => json!({"invalidated": removed, "repo": r}),
+                    Invalidate::Paths(scopes) => {
+                        json!({"invalidated": removed, "paths": key_path::scopes_text(&scopes)})
+                    }
                 })
             }
             ToolCall::AuthStatus => {

@@ -12,6 +12,7 @@
 
 use serde_json::{json, Map, Value};
 
+pub use super::key_path::PathScope;
 use super::upstream::{ClientToken, Request, Shape};
 use crate::core::{CacheKey, Operation};
 
@@ -47,7 +48,7 @@ impl RpcError {
 }
 
 /// What an invalidation removes: from `gh_invalidate_cache`, a write
-/// through the proxy, or (later) a webhook. `App::invalidate` applies it.
+/// through the proxy, or a GitHub webhook. `App::invalidate` applies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidate {
     /// Everything.
@@ -56,6 +57,10 @@ pub enum Invalidate {
     Prefix(String),
     /// Every key of repository `owner/name`, of every tool and partition.
     Repository(String),
+    /// Every key that reads one of these GitHub paths (or a path under a
+    /// [`PathScope::tree`]), of every tool and partition: see
+    /// [`key_path`](super::key_path).
+    Paths(Vec<PathScope>),
 }
 
 /// A validated tool call.
@@ -196,7 +201,9 @@ impl<'a> Args<'a> {
     }
 }
 
-fn name_ok(s: &str) -> bool {
+/// A GitHub login or repository name: 1-100 of `A-Z a-z 0-9 - _ .`, not
+/// `.` or `..`.
+pub(crate) fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && s.bytes()
