@@ -13,6 +13,7 @@ use crate::core::{CacheMode, StatsSnapshot};
 
 use super::store::StoreStatsSnapshot;
 use super::upstream::RateLimitSnapshot;
+use super::webhook::Outcome as WebhookOutcome;
 
 const MODES: [CacheMode; 6] = [
     CacheMode::Hit,
@@ -108,6 +109,7 @@ pub struct Metrics {
     upstream: [AtomicU64; 7],
     upstream_skipped: AtomicU64,
     refused: [AtomicU64; 13],
+    webhook: [AtomicU64; 7],
     quota_exhausted: AtomicU64,
     /// HTTP connections open now.
     pub connections: AtomicU64,
@@ -154,6 +156,12 @@ impl Metrics {
     pub fn refused(&self, why: Refusal) {
         let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
         self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A webhook delivery ended with `outcome`.
+    pub fn webhook(&self, outcome: WebhookOutcome) {
+        let i = WebhookOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.webhook[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Upstream exchanges so far, all statuses.
@@ -346,6 +354,18 @@ impl Metrics {
                 out,
                 "ghcache_http_refused_total{{reason=\"{}\"}} {}",
                 why.as_str(),
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ghcache_webhook_deliveries_total GitHub webhook deliveries, by result.\n# TYPE ghcache_webhook_deliveries_total counter"
+        );
+        for (outcome, value) in WebhookOutcome::ALL.iter().zip(&self.webhook) {
+            let _ = writeln!(
+                out,
+                "ghcache_webhook_deliveries_total{{result=\"{}\"}} {}",
+                outcome.as_str(),
                 value.load(Ordering::Relaxed)
             );
         }
