@@ -389,6 +389,7 @@ const DAEMON_FLAGS: &[(&str, Option<&str>)] = &[
     ("github-api-url", Some("http://127.0.0.1:5")),
     ("mcp-token-file", Some("/tmp/token")),
     ("mcp-token", Some("s3cret")),
+    ("webhook-secret-file", Some("/tmp/webhook-secret")),
     ("allow-no-token", None),
     ("metrics-require-token", None),
     ("allowed-hosts", Some("a.example,b.example:8080")),

@@ -305,6 +305,15 @@ impl Cache {
         self.each_shard(|shard| shard.invalidate_where(|key| key.names_repository(repo)))
     }
 
+    /// Drops every entry whose key `doomed` accepts, and revokes their
+    /// fetches in progress, one shard at a time: the same lock path as
+    /// [`Cache::invalidate_prefix`]. `doomed` runs with a shard lock held,
+    /// so it must be a pure test of the key (no call into the cache, no
+    /// I/O). O(entries). Returns how many.
+    pub fn invalidate_matching(&self, doomed: impl Fn(&CacheKey) -> bool) -> usize {
+        self.each_shard(|shard| shard.invalidate_where(&doomed))
+    }
+
     /// Drops every entry and revokes every fetch in progress, one shard at
     /// a time. Counters are kept. Returns how many.
     pub fn clear(&self) -> usize {

@@ -5,7 +5,8 @@
 //! the flags alike); `daemon::flags` declares the flags for clap.
 //!
 //! Precedence: built-in defaults < `--config FILE` < flags < environment
-//! (secrets only: `GITHUB_TOKEN` / `GH_TOKEN`, `GHCACHE_MCP_TOKEN`). Every
+//! (secrets only: `GITHUB_TOKEN` / `GH_TOKEN`, `GHCACHE_MCP_TOKEN`,
+//! `GHCACHE_WEBHOOK_SECRET`). Every
 //! problem becomes one [`ConfigError`] line naming the key; `main` prints it
 //! and exits with code 2.
 //!
@@ -22,6 +23,7 @@
 //! | `bootstrap` | `[]` | peers to dial (flag repeatable; TOML list), e.g. `/ip4/10.0.0.2/tcp/9100` |
 //! | `mdns` | `false` | find peers on the LAN with mDNS |
 //! | `swarm_key_file` | none | swarm key file (`/key/swarm/psk/1.0.0/`); env `GHCACHE_SWARM_KEY` holds the key itself; neither: derived from the GitHub token |
+//! | `webhook_secret_file` | none | file holding the GitHub webhook secret; turns `POST /webhook` on (env `GHCACHE_WEBHOOK_SECRET` holds the secret itself; see docs/webhooks.md) |
 //! | `ready_file` | none | once listening, write the bound addresses here as JSON (see `daemon::ready`) |
 //! | `log_json` | `false` | JSON log lines |
 //! | `store` | `true` | persist entries under `data_dir` |
@@ -140,6 +142,11 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Where `mcp_token` is read from (a file; systemd credentials).
     pub mcp_token_file: Option<PathBuf>,
+    /// Where the GitHub webhook secret is read from.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The GitHub webhook secret (`webhook_secret_file` or
+    /// `GHCACHE_WEBHOOK_SECRET`); none: `POST /webhook` is off.
+    pub webhook_secret: Secret,
     /// Start beyond loopback without `mcp_token` (an open proxy).
     pub allow_no_token: bool,
     /// `/metrics` requires the token too.
@@ -226,6 +233,8 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             mcp_token_file: None,
+            webhook_secret_file: None,
+            webhook_secret: Secret(None),
             allow_no_token: false,
             metrics_require_token: false,
             limits: HttpLimits::default(),
@@ -342,6 +351,13 @@ impl Config {
                     return Err(bad(key, "must not be empty"));
                 }
                 self.mcp_token_file = Some(PathBuf::from(s));
+            }
+            "webhook_secret_file" => {
+                let s = raw.string(key)?;
+                if s.is_empty() {
+                    return Err(bad(key, "must not be empty"));
+                }
+                self.webhook_secret_file = Some(PathBuf::from(s));
             }
             "allow_no_token" => self.allow_no_token = raw.boolean(key)?,
             "metrics_require_token" => self.metrics_require_token = raw.boolean(key)?,
@@ -489,10 +505,22 @@ impl Config {
     /// Fills in secrets from the environment and files: the MCP token from
     /// `mcp_token_file`, else `GHCACHE_MCP_TOKEN`, else the systemd
     /// credential `mcp-token` (`$CREDENTIALS_DIRECTORY/mcp-token`), else the
-    /// `--mcp-token` flag; the GitHub token from `GITHUB_TOKEN`, `GH_TOKEN`,
-    /// else `gh auth token`.
+    /// `--mcp-token` flag; the webhook secret from `webhook_secret_file`,
+    /// else `GHCACHE_WEBHOOK_SECRET`; the GitHub token from `GITHUB_TOKEN`,
+    /// `GH_TOKEN`, else `gh auth token`.
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         self.resolve_mcp_token()?;
+        if let Some(path) = self.webhook_secret_file.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad("webhook_secret_file", format!("cannot read {}: {e}", path.display())))?;
+            let secret = text.trim_end_matches(['\n', '\r']);
+            if secret.is_empty() {
+                return Err(bad("webhook_secret_file", format!("{} is empty", path.display())));
+            }
+            self.webhook_secret = Secret(Some(secret.to_string()));
+        } else if let Some(s) = std::env::var("GHCACHE_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()) {
+            self.webhook_secret = Secret(Some(s));
+        }
         if let Some(k) = std::env::var("GHCACHE_SWARM_KEY").ok().filter(|t| !t.trim().is_empty()) {
             self.swarm_key = Secret(Some(k));
         }

@@ -60,6 +60,9 @@ pub struct DaemonArgs {
     /// The same token on the command line (visible in ps; prefer the file)
     #[arg(long, value_name = "TOKEN")]
     pub mcp_token: Option<String>,
+    /// Turn on `POST /webhook`: the GitHub webhook secret in this file (also GHCACHE_WEBHOOK_SECRET); docs/webhooks.md [default: off]
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<String>,
     /// Listen beyond loopback without a token (refused otherwise)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_no_token: Option<String>,

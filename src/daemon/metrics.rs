@@ -27,6 +27,7 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::core::{CacheMode, StatsSnapshot};
 
 use super::store::StoreStatsSnapshot;
+use super::webhook::Outcome as WebhookOutcome;
 use super::upstream::RateLimitSnapshot;
 
 const MODES: [CacheMode; 6] = [
@@ -145,6 +146,7 @@ pub struct Metrics {
     upstream: [AtomicU64; 7],
     upstream_skipped: AtomicU64,
     refused: [AtomicU64; 13],
+    webhook: [AtomicU64; 7],
     quota_exhausted: AtomicU64,
     /// HTTP connections open now.
     pub connections: AtomicU64,
@@ -164,6 +166,7 @@ impl Default for Metrics {
             upstream: Default::default(),
             upstream_skipped: AtomicU64::new(0),
             refused: Default::default(),
+            webhook: Default::default(),
             quota_exhausted: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             mcp_sessions: AtomicU64::new(0),
@@ -212,6 +215,12 @@ impl Metrics {
     pub fn refused(&self, why: Refusal) {
         let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
         self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A webhook delivery ended with `outcome`.
+    pub fn webhook(&self, outcome: WebhookOutcome) {
+        let i = WebhookOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.webhook[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An HTTP request to `route` (see [`route_of`]) answered after `seconds`.
@@ -381,6 +390,15 @@ impl Metrics {
                 .iter()
                 .zip(&self.refused)
                 .map(|(why, v)| (why.as_str(), v.load(Ordering::Relaxed))),
+        );
+        out.counters(
+            "webhook_deliveries",
+            "GitHub webhook deliveries, by result.",
+            "result",
+            WebhookOutcome::ALL
+                .iter()
+                .zip(&self.webhook)
+                .map(|(outcome, v)| (outcome.as_str(), v.load(Ordering::Relaxed))),
         );
         out.histograms(
             "http_request_duration",

@@ -28,8 +28,11 @@
 //! - [`upstream`]: the GitHub client.
 //! - [`tools`]: the tools, shared by [`mcp`] and [`jsonrpc`].
 //! - [`http`]: the HTTP surface: `/mcp`, `/jsonrpc`, `/github/*`,
-//!   `/metrics`, `/healthz`, with Host, Origin, token, body, connection and
-//!   session bounds.
+//!   `/webhook`, `/metrics`, `/healthz`, with Host, Origin, token, body,
+//!   connection and session bounds.
+//! - [`key_path`]: which GitHub path a cache key reads; the path scopes of
+//!   [`Invalidate::Paths`].
+//! - [`webhook`]: GitHub webhooks: signature, dedupe, the event table.
 //! - [`api_base`]: the GitHub API root; every upstream URL is made or
 //!   checked there.
 //! - [`budget`]: how many GitHub requests one HTTP request may cause.
@@ -47,6 +50,7 @@ pub mod config;
 pub mod flags;
 pub mod http;
 pub mod jsonrpc;
+pub mod key_path;
 pub mod mcp;
 pub mod metrics;
 pub mod p2p;
@@ -57,6 +61,7 @@ pub mod shutdown;
 pub mod store;
 pub mod tools;
 pub mod upstream;
+pub mod webhook;
 
 use crate::sync::{AtomicU64, Ordering};
 use std::net::SocketAddr;
@@ -167,6 +172,8 @@ pub struct App {
     pub p2p_metrics: Arc<p2p::P2pMetrics>,
     /// Which `Host` names the HTTP surface accepts.
     pub hosts: http::guard::HostPolicy,
+    /// The webhook receiver, when a webhook secret is configured.
+    pub webhook: Option<webhook::Webhook>,
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
@@ -245,6 +252,7 @@ impl App {
         };
         let hosts = http::guard::HostPolicy::new(config.listen.ip().is_loopback(), &config.allowed_hosts);
         let client_rates = budget::ClientRates::new(config.limits.client_upstream_per_minute);
+        let webhook = config.webhook_secret.0.as_deref().map(webhook::Webhook::new);
         Ok(App {
             cache,
             clock,
@@ -255,6 +263,7 @@ impl App {
             p2p: tokio::sync::watch::Sender::new(None),
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
+            webhook,
             client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();
@@ -281,12 +290,16 @@ impl App {
             Invalidate::All => self.cache.clear(),
             Invalidate::Prefix(p) => self.cache.invalidate_prefix(p),
             Invalidate::Repository(r) => self.cache.invalidate_repository(r),
+            Invalidate::Paths(scopes) => self
+                .cache
+                .invalidate_matching(|key| key_path::any_covers_key_text(scopes, key.as_str())),
         };
         if let Some(store) = &self.store {
             match what {
                 Invalidate::All => store.delete_prefix(""),
                 Invalidate::Prefix(p) => store.delete_prefix(p),
                 Invalidate::Repository(r) => store.delete_repository(r),
+                Invalidate::Paths(scopes) => store.delete_paths(scopes),
             }
         }
         tracing::debug!(?what, dropped, "invalidated");
@@ -718,6 +731,9 @@ impl App {
                     Invalidate::All => json!({"invalidated": removed, "pattern": "*"}),
                     Invalidate::Prefix(p) => json!({"invalidated": removed, "pattern": p}),
                     Invalidate::Repository(r) => json!({"invalidated": removed, "repo": r}),
+                    Invalidate::Paths(scopes) => {
+                        json!({"invalidated": removed, "paths": key_path::scopes_text(&scopes)})
+                    }
                 })
             }
             ToolCall::AuthStatus => {
@@ -830,6 +846,13 @@ pub async fn spawn(app: App) -> Result<Running, String> {
         app.metrics.clone(),
         stopped,
     ));
+    if app.webhook.is_some() {
+        tracing::info!("webhooks on: POST /webhook verifies X-Hub-Signature-256 with the webhook secret");
+    } else {
+        tracing::info!(
+            "webhooks off: POST /webhook answers 404 (set --webhook-secret-file FILE or GHCACHE_WEBHOOK_SECRET to turn it on)"
+        );
+    }
     tracing::info!(%addr, github = %app.config.github_api_url, "ghcache daemon listening");
     Ok(Running {
         addr,

@@ -208,6 +208,9 @@ pub enum Op {
     DeletePrefix(String),
     /// Remove every record whose key names this repository (`o/r`).
     DeleteRepository(String),
+    /// Remove every record whose key reads a path these cover
+    /// ([`key_path`](super::key_path)).
+    DeletePaths(Vec<super::key_path::PathScope>),
     /// Remove one key.
     Delete(CacheKey),
     /// Commit what came before, then answer.
@@ -373,6 +376,11 @@ impl Store {
     /// Queues removal of every key naming repository `repo` (`o/r`).
     pub fn delete_repository(&self, repo: &str) {
         self.send(Op::DeleteRepository(repo.to_string()));
+    }
+
+    /// Queues removal of every key reading a path `scopes` cover.
+    pub fn delete_paths(&self, scopes: &[super::key_path::PathScope]) {
+        self.send(Op::DeletePaths(scopes.to_vec()));
     }
 
     fn send(&self, op: Op) {
@@ -651,11 +659,13 @@ impl Writer {
                             self.bytes -= (k.len() + old.value().len()) as u64;
                         }
                     }
-                    Op::DeletePrefix(_) | Op::DeleteRepository(_) => {
+                    Op::DeletePrefix(_) | Op::DeleteRepository(_) | Op::DeletePaths(_) => {
                         let doomed_key = |k: &[u8]| match &op {
                             Op::DeletePrefix(prefix) => k.starts_with(prefix.as_bytes()),
                             Op::DeleteRepository(repo) => std::str::from_utf8(k)
                                 .is_ok_and(|text| crate::core::key_text_names_repository(text, repo)),
+                            Op::DeletePaths(scopes) => std::str::from_utf8(k)
+                                .is_ok_and(|text| super::key_path::any_covers_key_text(scopes, text)),
                             _ => false,
                         };
                         let mut freed = 0;

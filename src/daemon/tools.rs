@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+pub(crate) use self::args::name_ok;
 use self::args::{Limit, Login, PathArg, QueryArg, RepoName, RunId, State, Text};
+pub use super::key_path::PathScope;
 use super::upstream::{ClientToken, Request, Shape};
 use crate::core::{CacheKey, Operation};
 
@@ -58,7 +60,7 @@ impl RpcError {
 }
 
 /// What an invalidation removes: from `gh_invalidate_cache`, a write
-/// through the proxy, or (later) a webhook. `App::invalidate` applies it.
+/// through the proxy, or a GitHub webhook. `App::invalidate` applies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidate {
     /// Everything.
@@ -67,6 +69,10 @@ pub enum Invalidate {
     Prefix(String),
     /// Every key of repository `owner/name`, of every tool and partition.
     Repository(String),
+    /// Every key that reads one of these GitHub paths (or a path under a
+    /// [`PathScope::tree`]), of every tool and partition: see
+    /// [`key_path`](super::key_path).
+    Paths(Vec<PathScope>),
 }
 
 /// A validated tool call.

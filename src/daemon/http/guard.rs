@@ -22,7 +22,7 @@
 //! Each request of `/jsonrpc` and `/github` runs inside one upstream
 //! [`budget`](crate::daemon::budget) scope of `max_upstream_per_request`.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -190,25 +190,18 @@ async fn read_body(app: &App, request: Request) -> Result<Request, Response> {
         return Ok(request);
     }
     let limit = app.config.max_body_bytes;
-    let too_large = || {
-        app.metrics.refused(Refusal::BodyTooLarge);
-        error_json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body over {limit} bytes (max_body_bytes)"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let (parts, body) = request.into_parts();
     let timeout = app.config.limits.body_timeout;
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => {
+    let (parts, body) = request.into_parts();
+    match collect_bounded(&parts.headers, body, limit, timeout).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(BodyError::TooLarge) => {
+            app.metrics.refused(Refusal::BodyTooLarge);
+            Err(error_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body over {limit} bytes (max_body_bytes)"),
+            ))
+        }
+        Err(BodyError::Timeout) => {
             app.metrics.refused(Refusal::BodyTimeout);
             Err(error_json(
                 StatusCode::REQUEST_TIMEOUT,
@@ -218,12 +211,47 @@ async fn read_body(app: &App, request: Request) -> Result<Request, Response> {
                 ),
             ))
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(error_json(
+        Err(BodyError::Read(e)) => Err(error_json(
             StatusCode::BAD_REQUEST,
             &format!("cannot read the request body: {e}"),
         )),
-        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+    }
+}
+
+/// Why [`collect_bounded`] gave up.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Declared (`Content-Length`) or streamed past the limit; in the
+    /// first case nothing was read.
+    TooLarge,
+    /// Not complete within the time bound.
+    Timeout,
+    /// The connection failed mid-body.
+    Read(String),
+}
+
+/// Reads `body` whole, refusing a declared length over `limit` before
+/// reading anything and cutting a streamed one at `limit`, within
+/// `timeout`.
+pub async fn collect_bounded(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 

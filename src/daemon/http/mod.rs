@@ -5,6 +5,7 @@
 //! | `POST /mcp` | MCP Streamable HTTP (rmcp), sessions bounded ([`sessions`]) |
 //! | `POST /jsonrpc` | plain JSON-RPC 2.0 ([`jsonrpc`](super::jsonrpc)) |
 //! | `GET /github/<path>?<query>` | reverse proxy answering like GitHub ([`proxy`]) |
+//! | `POST /webhook` | GitHub webhook deliveries → invalidations ([`webhook`]; authenticated by their HMAC signature, not the token) |
 //! | `GET /metrics` | OpenMetrics text (behind the token with `metrics_require_token`) |
 //! | `GET /healthz` | `ok` |
 //!
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod proxy;
 pub mod serve;
 pub mod sessions;
+pub mod webhook;
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -67,6 +69,7 @@ pub fn router(app: Arc<App>, mcp_cancel: CancellationToken) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), guard::metrics_guard));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/webhook", post(webhook::webhook))
         .merge(metrics)
         .merge(guarded)
         .layer(middleware::from_fn_with_state(app.clone(), guard::check_host))

@@ -50,7 +50,7 @@ macro_rules! checked_string {
 
 /// A GitHub login or repository name: 1 to 100 of `A-Z a-z 0-9 _ . -`,
 /// not `.` or `..`.
-fn name_ok(s: &str) -> bool {
+pub(crate) fn name_ok(s: &str) -> bool {
     (1..=100).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
