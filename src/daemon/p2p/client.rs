@@ -1,0 +1,161 @@
+//! The cloneable [`Client`]: what the rest of the daemon holds to use the
+//! node. It sends [`Command`]s to the event loop, which alone owns the swarm,
+//! and reads what the event loop publishes through `watch` channels.
+//!
+//! Invariants: no method holds a lock across `.await`; every wait is
+//! bounded (asks by the request timeout).
+
+use std::time::{Duration, Instant};
+
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::metrics::P2pMetrics;
+use super::owner::owner_of;
+use super::wire;
+use crate::core::CacheKey;
+use crate::sync::StdArc as Arc;
+
+/// A peer as `gh_list_peers` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerInfo {
+    /// Its Peer ID.
+    pub peer_id: String,
+    /// Addresses it listens on (from identify).
+    pub addrs: Vec<String>,
+    /// Its agent (from identify).
+    pub agent: Option<String>,
+    /// Last ping round trip, ms.
+    pub rtt_ms: Option<u64>,
+}
+
+pub(super) enum Command {
+    Ask {
+        peer: PeerId,
+        req: wire::Request,
+        reply: oneshot::Sender<Result<wire::Response, String>>,
+    },
+    Respond {
+        channel: ResponseChannel<wire::Response>,
+        res: wire::Response,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+}
+
+/// A cloneable handle to the running node.
+#[derive(Clone)]
+pub struct Client {
+    pub(super) local: PeerId,
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) connected: watch::Receiver<Arc<Vec<PeerId>>>,
+    pub(super) listen: watch::Receiver<Arc<Vec<Multiaddr>>>,
+    pub(super) timeout: Duration,
+    /// Counters.
+    pub metrics: Arc<P2pMetrics>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// This node's Peer ID.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Peers connected now.
+    pub fn connected(&self) -> Arc<Vec<PeerId>> {
+        self.connected.borrow().clone()
+    }
+
+    /// The addresses the node listens on now (as bound: a `/tcp/0` asked
+    /// for shows the port the kernel chose). Empty until the event loop has
+    /// seen the listener's first address.
+    pub fn listen_addrs(&self) -> Arc<Vec<Multiaddr>> {
+        self.listen.borrow().clone()
+    }
+
+    /// Waits (at most `timeout`) until the node listens on at least one
+    /// address, and returns its addresses.
+    pub async fn listening(&self, timeout: Duration) -> Result<Arc<Vec<Multiaddr>>, String> {
+        let mut rx = self.listen.clone();
+        let addrs = match tokio::time::timeout(timeout, rx.wait_for(|a| !a.is_empty())).await {
+            Ok(Ok(addrs)) => Ok(addrs.clone()),
+            Ok(Err(_)) => Err("P2P node stopped before it listened".into()),
+            Err(_) => Err(format!("P2P node not listening after {timeout:?}")),
+        };
+        addrs
+    }
+
+    /// The owner of `key` over the connected set plus this node.
+    pub fn owner(&self, key: &CacheKey) -> PeerId {
+        let peers = self.connected();
+        owner_of(key.as_str(), &self.local, &peers)
+    }
+
+    /// [`Client::ask`], asked a second time after 50 ms when the first
+    /// failed fast while the peer is still connected (a connection at its
+    /// stream bound drops new streams).
+    pub async fn ask_retrying(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
+        let started = Instant::now();
+        match self.ask(peer, req.clone()).await {
+            Err(e) if started.elapsed() < Duration::from_secs(1) && self.connected().contains(&peer) => {
+                tracing::debug!(%peer, error = %e, "ask failed fast; asking once more");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.ask(peer, req).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `req` to `peer` and waits for the answer (bounded by the
+    /// request timeout).
+    pub async fn ask(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ask { peer, req, reply })
+            .await
+            .map_err(|_| "P2P node stopped".to_string())?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("P2P node stopped".into()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// The connected peers, with what identify and ping told.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Peers { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Every connected peer's counters, asked concurrently, each bounded by
+    /// `timeout`.
+    pub async fn fleet_stats(&self, timeout: Duration) -> Vec<(PeerId, Result<wire::StatsReply, String>)> {
+        let peers = self.connected();
+        let asks = peers.iter().map(|p| {
+            let p = *p;
+            async move {
+                let r = match tokio::time::timeout(timeout, self.ask(p, wire::Request::Stats)).await {
+                    Ok(Ok(wire::Response::Stats(s))) => Ok(s),
+                    Ok(Ok(_)) => Err("unexpected answer".to_string()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("timed out".to_string()),
+                };
+                (p, r)
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+}
