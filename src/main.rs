@@ -50,6 +50,7 @@ Flags (each also a key of the --config TOML file, e.g. github_api_url):
   --p2p-listen MULTIADDR   P2P address [/ip4/0.0.0.0/tcp/9100]
   --bootstrap MULTIADDR    a peer to dial (repeatable), e.g. /ip4/10.0.0.2/tcp/9100
   --mdns true|false        find peers on the LAN [false]
+  --max-peer-connections N most established P2P connections [32]
   --swarm-key-file FILE    private swarm key (else GHCACHE_SWARM_KEY, else derived from the GitHub token)
   --ready-file FILE        once listening, write the bound addresses here (JSON; port 0 shows the real port)
   --no-store               keep the cache in memory only
