@@ -196,7 +196,7 @@ impl<'a> Args<'a> {
     }
 }
 
-fn name_ok(s: &str) -> bool {
+pub(crate) fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && s.bytes()

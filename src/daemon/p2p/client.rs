@@ -11,10 +11,13 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::gossip::Counters;
+use super::invalidation::Progress;
 use super::metrics::P2pMetrics;
 use super::owner::owner_of;
 use super::wire;
 use crate::core::CacheKey;
+use crate::daemon::tools::Invalidate;
 use crate::sync::StdArc as Arc;
 
 /// A peer as `gh_list_peers` shows it.
@@ -43,6 +46,50 @@ pub(super) enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
+    /// Every member record (live and silent), for fleet stats.
+    Members {
+        reply: oneshot::Sender<Vec<MemberRow>>,
+    },
+    /// Publish an invalidation already applied here.
+    Invalidate {
+        what: Invalidate,
+        reply: oneshot::Sender<(u64, watch::Receiver<Progress>)>,
+    },
+    /// A received invalidation (or a catch-up) was applied: raise the
+    /// epoch, and ack when `ack` names the origin and id.
+    Applied {
+        epoch: u64,
+        ack: Option<(PeerId, u64)>,
+    },
+}
+
+/// A member as fleet stats show it: its latest announced counters and how
+/// old they are.
+#[derive(Clone, Debug)]
+pub struct MemberRow {
+    /// Its Peer ID.
+    pub peer_id: PeerId,
+    /// Its counters when it last announced.
+    pub counters: Counters,
+    /// Its invalidation epoch when it last announced.
+    pub epoch: u64,
+    /// Milliseconds since that announcement.
+    pub age_ms: u64,
+    /// Heard within the failure bound.
+    pub live: bool,
+}
+
+/// The outcome of a fleet-wide invalidation, as the tool reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetReport {
+    /// Members in the view when it was published, this node included.
+    pub members: usize,
+    /// Members that applied it (acked), this node included.
+    pub applied: usize,
+    /// Members that did not ack within the wait.
+    pub missing: Vec<PeerId>,
+    /// The epoch it was published with.
+    pub epoch: u64,
 }
 
 /// A cloneable handle to the running node.
@@ -51,6 +98,8 @@ pub struct Client {
     pub(super) local: PeerId,
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) connected: watch::Receiver<Arc<Vec<PeerId>>>,
+    /// The live members, this node excluded, sorted.
+    pub(super) members: watch::Receiver<Arc<Vec<PeerId>>>,
     pub(super) listen: watch::Receiver<Arc<Vec<Multiaddr>>>,
     pub(super) timeout: Duration,
     /// Counters.
@@ -95,10 +144,51 @@ impl Client {
         addrs
     }
 
-    /// The owner of `key` over the connected set plus this node.
+    /// The live members (this node excluded): the view owners are chosen
+    /// over, whatever this node is connected to.
+    pub fn members(&self) -> Arc<Vec<PeerId>> {
+        self.members.borrow().clone()
+    }
+
+    /// The owner of `key` over the member view (this node plus the live
+    /// members).
     pub fn owner(&self, key: &CacheKey) -> PeerId {
-        let peers = self.connected();
-        owner_of(key.as_str(), &self.local, &peers)
+        let members = self.members();
+        owner_of(key.as_str(), &self.local, &members)
+    }
+
+    /// Every member record the node holds (live and silent), from the
+    /// announcements: no peer is asked.
+    pub async fn member_rows(&self) -> Vec<MemberRow> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Members { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Publishes `what` (already applied on this node) to the fleet and
+    /// waits at most `wait` for every live member to ack it.
+    pub async fn invalidate(&self, what: &Invalidate, wait: Duration) -> Result<FleetReport, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Invalidate {
+                what: what.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| "P2P node stopped".to_string())?;
+        let (epoch, mut progress) = rx.await.map_err(|_| "P2P node stopped".to_string())?;
+        // Done when all acked, the wait is over, or the node stopped.
+        let _ = tokio::time::timeout(wait, progress.wait_for(Progress::complete)).await;
+        let p = progress.borrow().clone();
+        let missing = p.missing();
+        Ok(FleetReport {
+            members: p.expected.len() + 1,
+            applied: p.expected.len() - missing.len() + 1,
+            missing,
+            epoch,
+        })
     }
 
     /// [`Client::ask`], asked a second time after 50 ms when the first

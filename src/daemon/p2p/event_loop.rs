@@ -1,11 +1,30 @@
 //! The event loop: the one task that owns the `Swarm`.
 //!
+//! It keeps the member view (announcements on gossipsub, see
+//! [`super::membership`]), publishes this node's own announcement every
+//! [`ANNOUNCE_EVERY`], sends and answers `/ghcache/entry/1` requests, and
+//! runs fleet-wide invalidations ([`super::invalidation`]).
+//!
+//! # Connections
+//! Connections are few and bounded (`connection_limits`, the configured
+//! `max_peer_connections`): gossipsub keeps its mesh (about
+//! [`TARGET_DEGREE`] peers) connected; every other connection closes when
+//! idle. When the node has fewer than [`TARGET_DEGREE`] connections it
+//! dials random live members from their announced addresses (and its
+//! bootstrap addresses, with backoff), so the gossip mesh forms without a
+//! full mesh of connections. An ask to an owner it is not connected to
+//! dials it on demand from the owner's announced addresses.
+//!
 //! Invariants: nothing else touches the swarm (so there is no lock around
-//! it); the loop never touches the cache: inbound entry requests run in
-//! their own task through the [`Responder`](super::Responder) and come
-//! back as [`Command::Respond`]; it never blocks (no I/O but the swarm's).
+//! it); the loop never touches the cache: inbound entry requests and
+//! received invalidations run in their own tasks through the
+//! [`Responder`](super::Responder) and come back as commands
+//! ([`Command::Respond`], [`Command::Applied`]); it never blocks (the
+//! responder's `stats` and `persist_epoch` are a snapshot and a queued
+//! write).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,20 +33,25 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{connection_limits, identify, mdns, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{connection_limits, gossipsub, identify, mdns, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::client::{Command, PeerInfo};
+use super::client::{Command, MemberRow, PeerInfo};
 use super::codec::Codec;
+use super::gossip::{self, Announcement, Message};
+use super::invalidation::Epochs;
+use super::membership::{Heard, Membership, ANNOUNCE_EVERY};
 use super::metrics::P2pMetrics;
 use super::wire;
 use super::Responder;
+use crate::daemon::tools::Invalidate;
 use crate::sync::{Ordering, StdArc as Arc};
 
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) limits: connection_limits::Behaviour,
     pub(super) rr: request_response::Behaviour<Codec>,
+    pub(super) gossip: gossipsub::Behaviour,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -56,24 +80,38 @@ pub(super) struct EventLoop {
     pub(super) responder: Arc<dyn Responder>,
     pub(super) metrics: Arc<P2pMetrics>,
     pub(super) connected: watch::Sender<Arc<Vec<PeerId>>>,
+    /// The live members (this node excluded), sorted.
+    pub(super) members: watch::Sender<Arc<Vec<PeerId>>>,
     /// The addresses listened on, as the swarm reported them.
     pub(super) listen: watch::Sender<Arc<Vec<Multiaddr>>>,
     pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, String>>>,
-    pub(super) px_pending: HashSet<OutboundRequestId>,
     pub(super) known: HashMap<PeerId, Known>,
     pub(super) bootstrap: Vec<Bootstrap>,
-    /// When the connected set last changed.
-    pub(super) last_change: Instant,
-    /// When peers were last asked for their peers.
-    pub(super) last_px: Instant,
+    pub(super) membership: Membership,
+    pub(super) epochs: Epochs,
+    pub(super) topic: gossipsub::IdentTopic,
+    /// When this run started (Unix ms), and the next announcement's number.
+    pub(super) started_unix_ms: u64,
+    pub(super) seq: u64,
+    pub(super) last_announce: Option<Instant>,
+    /// A peer subscribed: announce at the next tick, so it learns this
+    /// node (and its epoch) without waiting a whole period.
+    pub(super) announce_soon: bool,
+    /// A catch-up (clear) is running.
+    pub(super) catching_up: bool,
+    pub(super) ticks: u64,
 }
 
-/// How often peers are asked for their peers, and bootstrap addresses
-/// checked.
-const TICK: Duration = Duration::from_secs(3);
-/// Peer exchange once the membership has not changed for this long (under
-/// the idle connection timeout, so live peers stay connected).
-const PX_QUIET: Duration = Duration::from_secs(30);
+/// Housekeeping period: announcements due, views, catch-ups.
+const TICK: Duration = Duration::from_millis(250);
+/// Ticks between connection upkeep rounds (bootstrap, degree, forgetting).
+const UPKEEP_TICKS: u64 = 4;
+/// Connections the node keeps up by dialling members: gossipsub's mesh
+/// degree (`mesh_n`).
+pub const TARGET_DEGREE: usize = 6;
+/// How long a stopping node keeps polling the swarm so its leaving
+/// announcement gets out.
+const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
 impl EventLoop {
     pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
@@ -87,15 +125,24 @@ impl EventLoop {
                 _ = tick.tick() => self.on_tick(),
             }
         }
+        // Say goodbye, so members drop this node now rather than after the
+        // failure bound, and let the swarm send it.
+        self.announce(true);
+        let _ = tokio::time::timeout(LEAVE_FLUSH, async {
+            loop {
+                let _ = self.swarm.select_next_some().await;
+            }
+        })
+        .await;
         // Dropping the swarm closes listeners and connections; pending asks
         // see their reply sender dropped.
         let listeners: Vec<_> = self.swarm.listeners().cloned().collect();
         tracing::info!(?listeners, peers = self.connected.borrow().len(), "P2P node stopping");
         self.metrics.peers.store(0, Ordering::Relaxed);
+        self.metrics.members.store(0, Ordering::Relaxed);
     }
 
     fn publish_connected(&mut self) {
-        self.last_change = Instant::now();
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
         self.connected.send_replace(Arc::new(peers));
@@ -106,36 +153,156 @@ impl EventLoop {
         self.listen.send_replace(Arc::new(addrs));
     }
 
+    /// Publishes the member view when it changed; logs who fell silent.
+    fn refresh_view(&mut self, now: Instant) {
+        let live = self.membership.live(now);
+        if **self.members.borrow() == live {
+            return;
+        }
+        for gone in self.members.borrow().iter().filter(|p| !live.contains(p)) {
+            tracing::info!(peer = %gone, "member left the view");
+        }
+        self.metrics.members.store(live.len() as u64 + 1, Ordering::Relaxed);
+        self.members.send_replace(Arc::new(live));
+    }
+
+    /// Where others can dial this node: what it listens on and what
+    /// identify saw, unspecified addresses left out, loopback last.
+    fn announce_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<Multiaddr> = self
+            .swarm
+            .listeners()
+            .chain(self.swarm.external_addresses())
+            .filter(|a| !is_unspecified(a))
+            .cloned()
+            .collect();
+        addrs.sort_by_key(is_loopback);
+        addrs.dedup();
+        addrs
+            .into_iter()
+            .take(gossip::MAX_ADDRS)
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    fn announce(&mut self, leaving: bool) {
+        let mut counters = self.responder.stats();
+        counters.peers = self.swarm.connected_peers().count() as u64;
+        let message = Message::Announce(Announcement {
+            addrs: self.announce_addrs(),
+            started_unix_ms: self.started_unix_ms,
+            seq: self.seq,
+            epoch: self.epochs.current(),
+            counters,
+            leaving,
+        });
+        self.seq += 1;
+        self.last_announce = Some(Instant::now());
+        self.announce_soon = false;
+        self.publish(&message);
+    }
+
+    fn publish(&mut self, message: &Message) {
+        let topic = self.topic.clone();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossip
+            .publish(topic, gossip::encode(message))
+        {
+            // Alone (no subscribed peer yet) is the usual reason.
+            tracing::debug!(error = %e, "fleet message not published");
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
-        for i in 0..self.bootstrap.len() {
-            let b = &self.bootstrap[i];
-            let up = b.peer.is_some_and(|p| self.swarm.is_connected(&p));
-            if up || b.dialing.is_some() || now < b.next_try {
-                continue;
+        self.ticks += 1;
+        let due = self.last_announce.is_none_or(|t| {
+            let since = now.saturating_duration_since(t);
+            since >= ANNOUNCE_EVERY || (self.announce_soon && since >= TICK)
+        });
+        if due {
+            self.announce(false);
+        }
+        self.refresh_view(now);
+        if !self.catching_up {
+            if let Some(target) = self.epochs.catch_up_due(now) {
+                self.catch_up(target);
             }
-            let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => self.bootstrap[i].dialing = Some(id),
-                Err(e) => {
-                    tracing::debug!(addr = %self.bootstrap[i].addr, error = %e, "bootstrap dial refused");
-                    self.bootstrap_failed(i);
+        }
+        if self.ticks % UPKEEP_TICKS == 0 {
+            self.membership.forget_old(now);
+            self.epochs.expire(now);
+            self.upkeep(now);
+        }
+    }
+
+    /// This node missed invalidations (a live member announced a higher
+    /// epoch for longer than the grace): clear everything, then take that
+    /// epoch.
+    fn catch_up(&mut self, target: u64) {
+        self.catching_up = true;
+        self.metrics.epoch_catch_ups.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            epoch = self.epochs.current(),
+            fleet_epoch = target,
+            "missed fleet invalidations; clearing the cache"
+        );
+        let responder = self.responder.clone();
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            responder.invalidate(&Invalidate::All);
+            responder.persist_epoch(target);
+            let _ = tx
+                .send(Command::Applied {
+                    epoch: target,
+                    ack: None,
+                })
+                .await;
+        });
+    }
+
+    /// Keeps at least [`TARGET_DEGREE`] connections: bootstrap addresses
+    /// (with backoff) while short of peers, then random live members.
+    fn upkeep(&mut self, now: Instant) {
+        let connected = self.swarm.connected_peers().count();
+        let alone = self.members.borrow().is_empty();
+        if connected < TARGET_DEGREE || alone {
+            for i in 0..self.bootstrap.len() {
+                let b = &self.bootstrap[i];
+                let up = b.peer.is_some_and(|p| self.swarm.is_connected(&p));
+                if up || b.dialing.is_some() || now < b.next_try {
+                    continue;
+                }
+                let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.bootstrap[i].dialing = Some(id),
+                    Err(e) => {
+                        tracing::debug!(addr = %self.bootstrap[i].addr, error = %e, "bootstrap dial refused");
+                        self.bootstrap_failed(i);
+                    }
                 }
             }
         }
-        // Peer exchange: ask every peer for its peers, every tick while the
-        // membership is settling, then every PX_QUIET (which also keeps the
-        // connections from going idle). O(peers) requests per round.
-        let settling = now.duration_since(self.last_change) < PX_QUIET;
-        if !settling && now.duration_since(self.last_px) < PX_QUIET {
+        if connected >= TARGET_DEGREE {
             return;
         }
-        self.last_px = now;
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        for p in peers {
-            let id = self.swarm.behaviour_mut().rr.send_request(&p, wire::Request::Peers);
-            self.px_pending.insert(id);
+        // Random live members not connected: a random order from a
+        // freshly keyed hasher.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut candidates: Vec<(u64, PeerId)> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .map(|p| (hasher.hash_one(p), *p))
+            .collect();
+        candidates.sort_unstable();
+        for (_, peer) in candidates.into_iter().take(TARGET_DEGREE - connected) {
+            let addrs = self.membership.get(&peer).map(|m| m.addrs.clone()).unwrap_or_default();
+            self.dial_learned(peer, addrs);
         }
     }
 
@@ -173,6 +340,51 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(list);
             }
+            Command::Members { reply } => {
+                let now = Instant::now();
+                let rows = self
+                    .membership
+                    .records()
+                    .map(|(p, m)| MemberRow {
+                        peer_id: *p,
+                        counters: m.counters.clone(),
+                        epoch: m.epoch,
+                        age_ms: now.saturating_duration_since(m.heard).as_millis() as u64,
+                        live: m.live(now),
+                    })
+                    .collect();
+                let _ = reply.send(rows);
+            }
+            Command::Invalidate { what, reply } => {
+                let now = Instant::now();
+                let id = random_id();
+                let expected = self.membership.live(now);
+                let (epoch, progress) = self.epochs.publish(id, expected, now);
+                self.metrics.epoch.store(epoch, Ordering::Relaxed);
+                self.responder.persist_epoch(epoch);
+                self.metrics.invalidations_published.fetch_add(1, Ordering::Relaxed);
+                self.publish(&Message::Invalidate(gossip::Invalidation {
+                    id,
+                    epoch,
+                    what: (&what).into(),
+                }));
+                let _ = reply.send((epoch, progress));
+            }
+            Command::Applied { epoch, ack } => {
+                self.epochs.applied(epoch);
+                self.metrics.epoch.store(self.epochs.current(), Ordering::Relaxed);
+                if ack.is_none() {
+                    self.catching_up = false;
+                }
+                if let Some((origin, id)) = ack {
+                    let epoch = self.epochs.current();
+                    self.publish(&Message::Ack(gossip::Ack {
+                        id,
+                        origin: origin.to_string(),
+                        epoch,
+                    }));
+                }
+            }
         }
     }
 
@@ -185,6 +397,69 @@ impl EventLoop {
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
         let _ = self.swarm.dial(opts);
+    }
+
+    fn on_gossip(&mut self, message: gossipsub::Message) {
+        let Some(source) = message.source else { return };
+        if source == *self.swarm.local_peer_id() {
+            return;
+        }
+        let decoded = match gossip::decode(&message.data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%source, error = %e, "bad fleet message dropped");
+                return;
+            }
+        };
+        let now = Instant::now();
+        match decoded {
+            Message::Announce(a) => {
+                let addrs = gossip::addrs_of(&a);
+                let before = self.membership.get(&source).map(|m| m.addrs.clone());
+                match self.membership.heard(source, &a, addrs.clone(), now) {
+                    Heard::Stale => return,
+                    Heard::Left => tracing::info!(peer = %source, "member left"),
+                    Heard::Joined => tracing::info!(peer = %source, epoch = a.epoch, "member joined"),
+                    Heard::Refreshed => {}
+                }
+                if !a.leaving {
+                    if before.as_ref() != Some(&addrs) {
+                        // So that asks dial it on demand.
+                        for addr in addrs {
+                            self.swarm.add_peer_address(source, addr);
+                        }
+                    }
+                    self.epochs.heard_epoch(a.epoch, now);
+                }
+                self.refresh_view(now);
+            }
+            Message::Invalidate(i) => {
+                if !self.epochs.first_time(source, i.id) {
+                    return;
+                }
+                self.metrics.invalidations_applied.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(origin = %source, id = i.id, epoch = i.epoch, what = ?i.what, "fleet invalidation");
+                let responder = self.responder.clone();
+                let tx = self.self_tx.clone();
+                let what = Invalidate::from(&i.what);
+                tokio::spawn(async move {
+                    responder.invalidate(&what);
+                    responder.persist_epoch(i.epoch);
+                    let _ = tx
+                        .send(Command::Applied {
+                            epoch: i.epoch,
+                            ack: Some((source, i.id)),
+                        })
+                        .await;
+                });
+            }
+            Message::Ack(a) => {
+                if a.origin == self.swarm.local_peer_id().to_string() {
+                    self.epochs.acked(a.id, source);
+                }
+            }
+        }
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -217,12 +492,6 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     self.publish_connected();
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_request(&peer_id, wire::Request::Peers);
-                    self.px_pending.insert(id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -235,9 +504,6 @@ impl EventLoop {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
                     self.publish_connected();
-                    for b in self.bootstrap.iter_mut().filter(|b| b.peer == Some(peer_id)) {
-                        b.next_try = Instant::now();
-                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -276,11 +542,20 @@ impl EventLoop {
                 for (p, a) in list {
                     by_peer.entry(p).or_default().push(a);
                 }
-                for (p, addrs) in by_peer {
+                // Enough for the gossip mesh: members are learned from
+                // announcements, not from connections.
+                let room = TARGET_DEGREE.saturating_sub(self.swarm.connected_peers().count());
+                for (p, addrs) in by_peer.into_iter().take(room) {
                     self.dial_learned(p, addrs);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_rr(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
+                self.on_gossip(message)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { .. })) => {
+                self.announce_soon = true;
+            }
             _ => {}
         }
     }
@@ -293,6 +568,9 @@ impl EventLoop {
                 message: Message::Request { request, channel, .. },
                 ..
             } => match request {
+                // Peer exchange is no longer asked for (membership travels
+                // on gossipsub); still answered, for nodes of the previous
+                // version during a rolling upgrade.
                 wire::Request::Peers => {
                     let local = *self.swarm.local_peer_id();
                     let list = self
@@ -338,15 +616,7 @@ impl EventLoop {
                 message: Message::Response { request_id, response },
                 ..
             } => {
-                if self.px_pending.remove(&request_id) {
-                    if let wire::Response::Peers(list) = response {
-                        for (id, addrs) in list {
-                            let Ok(peer) = PeerId::from_bytes(&id) else { continue };
-                            let addrs = addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
-                            self.dial_learned(peer, addrs);
-                        }
-                    }
-                } else if let Some(reply) = self.pending.remove(&request_id) {
+                if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -356,7 +626,6 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                self.px_pending.remove(&request_id);
                 if let Some(reply) = self.pending.remove(&request_id) {
                     tracing::debug!(%peer, %error, "ask failed");
                     let _ = reply.send(Err(error.to_string()));
@@ -376,4 +645,18 @@ fn is_unspecified(a: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// A random invalidation id: std's randomly keyed hasher (keys from the
+/// OS, a fresh one per call) over the time.
+fn random_id() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one((Instant::now(), std::process::id()))
 }

@@ -6,7 +6,7 @@
 //! `Peer ID: <id>` is logged once per successful start; [`Host::stop`]
 //! waits (bounded) until the event loop has dropped the swarm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -15,13 +15,16 @@ use libp2p::core::Transport as _;
 use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{connection_limits, identify, mdns, noise, ping, tcp, yamux, PeerId, StreamProtocol};
+use libp2p::{connection_limits, gossipsub, identify, mdns, noise, ping, tcp, yamux, PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::client::Client;
 use super::codec::{Codec, MAX_STREAMS};
-use super::event_loop::{Behaviour, Bootstrap, EventLoop};
+use super::event_loop::{Behaviour, Bootstrap, EventLoop, TARGET_DEGREE};
+use super::gossip;
+use super::invalidation::Epochs;
 use super::keys::{load_or_create_identity, resolve_key};
+use super::membership::Membership;
 use super::metrics::P2pMetrics;
 use super::{wire, Limits, Responder, Settings, PROTOCOL};
 use crate::core::{Node, P2pHost, StartError, StartOutcome};
@@ -128,6 +131,7 @@ pub fn start(
                         .with_agent_version(format!("ghcache/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
+                gossip: fleet_gossip(key)?,
                 mdns: Toggle::from(mdns),
             })
         })?
@@ -142,6 +146,7 @@ pub fn start(
 
     let (tx, rx) = mpsc::channel(256);
     let (connected_tx, connected) = watch::channel(Arc::new(Vec::new()));
+    let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
     let (listen_tx, listen) = watch::channel(Arc::new(Vec::new()));
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -149,6 +154,7 @@ pub fn start(
         local,
         tx: tx.clone(),
         connected,
+        members,
         listen,
         timeout: request_timeout,
         metrics: metrics.clone(),
@@ -164,6 +170,9 @@ pub fn start(
             backoff: Duration::from_secs(1),
         })
         .collect();
+    let epoch = responder.stored_epoch();
+    metrics.members.store(1, crate::sync::Ordering::Relaxed);
+    metrics.epoch.store(epoch, crate::sync::Ordering::Relaxed);
     let event_loop = EventLoop {
         swarm,
         commands: rx,
@@ -171,13 +180,22 @@ pub fn start(
         responder,
         metrics,
         connected: connected_tx,
+        members: members_tx,
         listen: listen_tx,
         pending: HashMap::new(),
-        px_pending: HashSet::new(),
-        last_change: Instant::now(),
-        last_px: Instant::now(),
         known: HashMap::new(),
         bootstrap,
+        membership: Membership::new(),
+        epochs: Epochs::new(epoch),
+        topic: gossipsub::IdentTopic::new(gossip::TOPIC),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        seq: 0,
+        last_announce: None,
+        announce_soon: false,
+        catching_up: false,
+        ticks: 0,
     };
     handle.spawn(async move {
         event_loop.run(stop_rx).await;
@@ -189,6 +207,24 @@ pub fn start(
         stop: Mutex::new(Some((stop_tx, done_rx))),
     };
     Ok((Box::new(host), client))
+}
+
+/// The gossipsub behaviour of the fleet topic: signed messages validated
+/// strictly (the sender is the signed source), at most
+/// [`gossip::MAX_MESSAGE`] each, subscribed to [`gossip::TOPIC`].
+fn fleet_gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, StartError> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .max_transmit_size(gossip::MAX_MESSAGE)
+        .mesh_n(TARGET_DEGREE)
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut behaviour = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| format!("gossipsub: {e}"))?;
+    behaviour
+        .subscribe(&gossipsub::IdentTopic::new(gossip::TOPIC))
+        .map_err(|e| format!("gossipsub subscribe: {e}"))?;
+    Ok(behaviour)
 }
 
 /// The node's settings from the daemon's config, or why P2P stays off.
@@ -212,7 +248,7 @@ pub fn settings(config: &Config) -> Result<Settings, String> {
         psk,
         data_dir: config.data_dir.clone(),
         request_timeout: (upstream + Duration::from_secs(2)).min(Duration::from_secs(60)),
-        limits: Limits::default(),
+        limits: Limits::with_established(config.max_peer_connections),
     })
 }
 
@@ -226,6 +262,20 @@ impl Responder for AppResponder {
 
     fn stats(&self) -> wire::StatsReply {
         self.0.stats_reply()
+    }
+
+    fn invalidate(&self, what: &crate::daemon::tools::Invalidate) -> usize {
+        self.0.invalidate(what)
+    }
+
+    fn persist_epoch(&self, epoch: u64) {
+        if let Some(store) = &self.0.store {
+            store.set_epoch(epoch);
+        }
+    }
+
+    fn stored_epoch(&self) -> u64 {
+        self.0.store.as_ref().map_or(0, |s| s.epoch_at_open())
     }
 }
 

@@ -24,6 +24,16 @@ pub struct P2pMetrics {
     pub connections_closed: AtomicU64,
     /// Peers connected now.
     pub peers: AtomicU64,
+    /// Members in the view now, this node included.
+    pub members: AtomicU64,
+    /// Fleet invalidations this node published.
+    pub invalidations_published: AtomicU64,
+    /// Fleet invalidations from others applied here.
+    pub invalidations_applied: AtomicU64,
+    /// Times this node found it had missed invalidations and cleared.
+    pub epoch_catch_ups: AtomicU64,
+    /// The invalidation epoch this node has applied.
+    pub epoch: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -38,6 +48,41 @@ impl P2pMetrics {
             );
         };
         c(out, "peers", "Peers connected.", "gauge", &self.peers);
+        c(
+            out,
+            "members",
+            "Members in this node's view, itself included.",
+            "gauge",
+            &self.members,
+        );
+        c(
+            out,
+            "invalidations_published_total",
+            "Fleet invalidations published by this node.",
+            "counter",
+            &self.invalidations_published,
+        );
+        c(
+            out,
+            "invalidations_applied_total",
+            "Fleet invalidations from other members applied here.",
+            "counter",
+            &self.invalidations_applied,
+        );
+        c(
+            out,
+            "epoch",
+            "The fleet invalidation epoch this node has applied.",
+            "gauge",
+            &self.epoch,
+        );
+        c(
+            out,
+            "epoch_catch_ups_total",
+            "Times this node had missed invalidations and cleared its cache.",
+            "counter",
+            &self.epoch_catch_ups,
+        );
         c(
             out,
             "asked_total",

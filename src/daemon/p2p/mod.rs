@@ -5,13 +5,16 @@
 //!  App::read (leader) ──▶ Client::ask(owner) ──cmd──▶ EventLoop (owns the Swarm) ──/ghcache/entry/1──▶ owner
 //!                                                        │  inbound request
 //!                                                        └──▶ task: Responder (App::serve_peer, peers off) ──cmd: Respond──▶ EventLoop
+//!  every 2 s: announcement (addrs, counters, epoch) ──gossipsub /ghcache/fleet/1──▶ every member's view
+//!  App::invalidate_fleet ──cmd──▶ EventLoop ──gossipsub──▶ members apply (App::invalidate) and ack
 //! ```
 //!
 //! The shape is rust-libp2p's file-sharing example: a cloneable [`Client`]
 //! sends commands over a channel to one `EventLoop` task, which alone owns
 //! the `Swarm`. Nothing else touches the swarm, so there is no lock around
-//! it; the set of connected peers and the addresses the node listens on
-//! are published through `watch` channels that readers clone from.
+//! it; the connected peers, the member view and the addresses the node
+//! listens on are published through `watch` channels that readers clone
+//! from.
 //!
 //! # Listen addresses
 //! `listen_on` binds the socket before [`start`] returns (a port in use
@@ -20,13 +23,20 @@
 //! event, which the event loop publishes: [`Client::listening`] waits for
 //! it, [`Client::listen_addrs`] reads it.
 //!
-//! # Owner of a key
-//! Rendezvous (highest-random-weight) hashing over the connected peers plus
-//! this node: each candidate scores `sha256(peer id ‖ key)`, the highest
-//! wins ([`owner_of`]). When a peer joins or leaves only the keys it wins or
-//! won move. Nodes agree on owners once they see the same member set, which
-//! is why the swarm is a full mesh: each node asks its peers for theirs
-//! (`Peers`) on connect and every few seconds, and dials the ones it lacks.
+//! # Membership and owners
+//! Every member announces itself on gossipsub every 2 s; the member view is
+//! this node plus the members heard within the failure bound (3 missed
+//! announcements, [`membership`]). A key's owner is chosen by rendezvous
+//! hashing over that view ([`owner_of`]), not over connections: members
+//! agree on owners without being connected to each other. Connections are
+//! bounded ([`Limits`], `max_peer_connections`): gossipsub's mesh plus
+//! connections to owners opened on demand from their announced addresses
+//! and closed when idle.
+//!
+//! # Fleet-wide invalidation
+//! An invalidation is applied locally, then published with an epoch; every
+//! member applies it and acks; a member that missed some clears when it
+//! hears a higher epoch ([`invalidation`]).
 //!
 //! # Trust
 //! The transport is TCP → pnet (pre-shared key, XSalsa20) → noise → yamux.
@@ -43,6 +53,10 @@
 //!   node's identity file.
 //! - `owner.rs`: rendezvous hashing.
 //! - `codec.rs`: the request-response codec of [`PROTOCOL`] over [`wire`].
+//! - `gossip.rs`: the messages of the fleet topic (announcements,
+//!   invalidations, acks) and their checked decoder.
+//! - `membership.rs`: the member view and its failure bound.
+//! - `invalidation.rs`: epochs, acks, catching up.
 //! - `client.rs`: the cloneable [`Client`] and the commands it sends.
 //! - `event_loop.rs`: the task that owns the swarm.
 //! - `metrics.rs`: the `ghcache_p2p_*` counters.
@@ -59,8 +73,11 @@
 pub mod client;
 pub mod codec;
 pub mod event_loop;
+pub mod gossip;
+pub mod invalidation;
 pub mod keys;
 pub mod lifecycle;
+pub mod membership;
 pub mod metrics;
 pub mod owner;
 pub mod wire;
@@ -72,7 +89,7 @@ use futures::future::BoxFuture;
 use libp2p::pnet::PreSharedKey;
 use libp2p::Multiaddr;
 
-pub use client::{Client, PeerInfo};
+pub use client::{Client, FleetReport, MemberRow, PeerInfo};
 pub use codec::{Codec, MAX_REQUEST_FRAME, MAX_STREAMS};
 pub use keys::{derive_psk, load_or_create_identity, parse_psk, resolve_key, KeySource, IDENTITY_FILE, KDF_CONTEXT};
 pub use lifecycle::{lifecycle, settings, shutdown, start, Host};
@@ -115,13 +132,27 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+impl Limits {
+    /// At most `established` connections (the `max_peer_connections` key),
+    /// the rest as by default.
+    pub fn with_established(established: u32) -> Limits {
+        Limits {
+            established,
+            pending: established.min(Limits::default().pending),
+            ..Limits::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            established: 128,
+            established: 32,
             per_peer: 2,
             pending: 32,
-            idle_timeout: Duration::from_secs(60),
+            // Gossipsub keeps its mesh connections alive; the others (asks
+            // to owners, discovery dials) close after this.
+            idle_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -132,4 +163,20 @@ pub trait Responder: Send + Sync + 'static {
     fn entry(&self, req: wire::Request) -> BoxFuture<'static, wire::Response>;
     /// This node's counters.
     fn stats(&self) -> wire::StatsReply;
+    /// Applies an invalidation from the fleet to this node (memory and
+    /// store); returns the entries dropped. Called from a task, never from
+    /// the event loop.
+    fn invalidate(&self, what: &crate::daemon::tools::Invalidate) -> usize {
+        let _ = what;
+        0
+    }
+    /// Records the invalidation epoch with the store (after the deletes
+    /// queued before it). Must not block: the event loop calls it.
+    fn persist_epoch(&self, epoch: u64) {
+        let _ = epoch;
+    }
+    /// The epoch the store held at start.
+    fn stored_epoch(&self) -> u64 {
+        0
+    }
 }
