@@ -87,8 +87,9 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert!(peer >= 90, "most non-owner reads are peer hits: {peer}");
 
     // Kill node 2 (owner of about a third of the keys) while it is asking
-    // GitHub on the others' behalf: their asks fail and they fetch
-    // themselves (fallback); every read still answers.
+    // GitHub on the others' behalf: their asks fail (fallback), node 2
+    // leaves their views at once, and the keys' next owner fetches; every
+    // read still answers.
     github.state.delay_ms.store(400, std::sync::atomic::Ordering::SeqCst);
     let pair = [&n0, &n1];
     let reads = read_all(&pair, 100..130);

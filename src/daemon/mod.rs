@@ -473,12 +473,6 @@ impl App {
     /// is another peer. `None`: fetch it yourself.
     async fn ask_owner(&self, key: &CacheKey, req: &Request) -> Option<Entry> {
         let client = self.p2p.borrow().clone()?;
-        let owner = client.owner(key);
-        if owner == client.local_peer_id() {
-            return None;
-        }
-        let m = &client.metrics;
-        m.asked.fetch_add(1, Ordering::Relaxed);
         let wire_req = p2p::wire::Request::Entry {
             key: key.as_str().to_string(),
             path: req.path.clone(),
@@ -491,21 +485,41 @@ impl App {
             },
             limit: req.limit.map(|l| l.min(u32::MAX as usize - 1) as u32),
         };
-        let result = match client.ask_retrying(owner, wire_req).await {
-            Ok(res) => self.entry_from_peer(key, res),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(entry) => {
-                m.received.fetch_add(1, Ordering::Relaxed);
-                Some(entry)
+        let m = &client.metrics;
+        // A node that has just joined waits (briefly) for its view, rather
+        // than owning every key while it knows no one.
+        client.settled().await;
+        // An owner that cannot be reached leaves this node's view, and the
+        // key's next owner (the one every member that saw the same failure
+        // picks) is asked once; then GitHub.
+        for _ in 0..2 {
+            let owner = client.owner(key);
+            if owner == client.local_peer_id() {
+                return None;
             }
-            Err(e) => {
-                m.fallbacks.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
-                None
-            }
+            m.asked.fetch_add(1, Ordering::Relaxed);
+            let result = match client.ask_retrying(owner, wire_req.clone()).await {
+                Ok(res) => self.entry_from_peer(key, res),
+                Err(e) => {
+                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner unreachable; asking the next owner");
+                    client.suspect(owner).await;
+                    continue;
+                }
+            };
+            return match result {
+                Ok(entry) => {
+                    m.received.fetch_add(1, Ordering::Relaxed);
+                    Some(entry)
+                }
+                Err(e) => {
+                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
+                    None
+                }
+            };
         }
+        None
     }
 
     /// Checks a peer's answer: the key it names, the status, the body size
@@ -711,7 +725,8 @@ impl App {
                         let members: Vec<String> = c.members().iter().map(|p| p.to_string()).collect();
                         Ok(
                             json!({"running": true, "peer_id": c.local_peer_id().to_string(), "count": peers.len(),
-                                  "peers": peers, "member_count": members.len() + 1, "members": members}),
+                                  "peers": peers, "member_count": members.len() + 1, "members": members,
+                                  "owner_count": c.owner_count()}),
                         )
                     }
                 }

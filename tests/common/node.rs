@@ -282,10 +282,12 @@ impl Node {
     }
 }
 
-/// Waits (at most 30 s) until every node's member view holds `members`
-/// members (itself included).
+/// Waits (at most 30 s each) until every node's member view holds
+/// `members` members (itself included), and all of them own keys (none is
+/// still joining), so every node picks the same owners.
 pub async fn wait_members(nodes: &[&Node], members: u64) {
-    wait_peer_list(nodes, "member_count", members, "member views").await
+    wait_peer_list(nodes, "member_count", members, "member views").await;
+    wait_peer_list(nodes, "owner_count", members, "owner views").await
 }
 
 /// Waits until `field` of every node's `gh_list_peers` equals `want`;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::gossip::Counters;
 use super::invalidation::Progress;
+use super::membership::SETTLE_MAX;
 use super::metrics::P2pMetrics;
 use super::owner::owner_of;
 use super::wire;
@@ -45,6 +46,12 @@ pub(super) enum Command {
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    /// An ask to `peer` failed: take it out of the view until it announces
+    /// again; answered once the view is updated.
+    Suspect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
     },
     /// Every member record (live and silent), for fleet stats.
     Members {
@@ -100,6 +107,10 @@ pub struct Client {
     pub(super) connected: watch::Receiver<Arc<Vec<PeerId>>>,
     /// The live members, this node excluded, sorted.
     pub(super) members: watch::Receiver<Arc<Vec<PeerId>>>,
+    /// The member view is settled (`membership::SETTLE_AFTER_CONNECT`).
+    pub(super) settled: watch::Receiver<bool>,
+    /// The live members that own keys (not joining), sorted.
+    pub(super) owners: watch::Receiver<Arc<Vec<PeerId>>>,
     pub(super) listen: watch::Receiver<Arc<Vec<Multiaddr>>>,
     pub(super) timeout: Duration,
     /// Counters.
@@ -150,11 +161,39 @@ impl Client {
         self.members.borrow().clone()
     }
 
-    /// The owner of `key` over the member view (this node plus the live
-    /// members).
+    /// The members that own keys as this node sees them, itself included
+    /// once settled: the candidates of [`Client::owner`].
+    pub fn owner_count(&self) -> usize {
+        self.owners.borrow().len() + usize::from(*self.settled.borrow())
+    }
+
+    /// Waits until the member view is settled: at once on a node that has
+    /// been in the fleet for a while, at most `membership::SETTLE_MAX`
+    /// after start on a joining one.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.clone();
+        let _ = tokio::time::timeout(SETTLE_MAX, rx.wait_for(|s| *s)).await;
+    }
+
+    /// The owner of `key` over the member view: this node (once settled)
+    /// plus the live members that are not joining. A node still joining
+    /// owns a key only when it knows no owner at all.
     pub fn owner(&self, key: &CacheKey) -> PeerId {
-        let members = self.members();
-        owner_of(key.as_str(), &self.local, &members)
+        let owners = self.owners.borrow().clone();
+        match (*self.settled.borrow(), owners.split_first()) {
+            (false, Some((first, rest))) => owner_of(key.as_str(), first, rest),
+            _ => owner_of(key.as_str(), &self.local, &owners),
+        }
+    }
+
+    /// An ask to `peer` failed: it leaves this node's view until it
+    /// announces again (see `Membership::suspect`). Returns once the view
+    /// (and so [`Client::owner`]) reflects it.
+    pub async fn suspect(&self, peer: PeerId) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Suspect { peer, reply }).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Every member record the node holds (live and silent), from the

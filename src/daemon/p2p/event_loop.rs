@@ -40,7 +40,7 @@ use super::client::{Command, MemberRow, PeerInfo};
 use super::codec::Codec;
 use super::gossip::{self, Announcement, Message};
 use super::invalidation::Epochs;
-use super::membership::{Heard, Membership, ANNOUNCE_EVERY};
+use super::membership::{Heard, Membership, ANNOUNCE_EVERY, SETTLE_AFTER_CONNECT, SETTLE_MAX};
 use super::metrics::P2pMetrics;
 use super::wire;
 use super::Responder;
@@ -100,6 +100,14 @@ pub(super) struct EventLoop {
     /// A catch-up (clear) is running.
     pub(super) catching_up: bool,
     pub(super) ticks: u64,
+    /// The view is settled (see `membership::SETTLE_AFTER_CONNECT`).
+    pub(super) settled: watch::Sender<bool>,
+    /// When this node announced that it no longer joins (None: joining).
+    pub(super) settle_announced: Option<Instant>,
+    /// The live members that own keys (see `Membership::owners`).
+    pub(super) owners: watch::Sender<Arc<Vec<PeerId>>>,
+    pub(super) started: Instant,
+    pub(super) first_connected: Option<Instant>,
 }
 
 /// Housekeeping period: announcements due, views, catch-ups.
@@ -109,6 +117,9 @@ const UPKEEP_TICKS: u64 = 4;
 /// Connections the node keeps up by dialling members: gossipsub's mesh
 /// degree (`mesh_n`).
 pub const TARGET_DEGREE: usize = 6;
+/// How long after announcing that it no longer joins a node owns keys
+/// (its announcement reaches the members in well under this).
+const ELIGIBLE_AFTER: Duration = Duration::from_millis(500);
 /// How long a stopping node keeps polling the swarm so its leaving
 /// announcement gets out.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
@@ -155,6 +166,10 @@ impl EventLoop {
 
     /// Publishes the member view when it changed; logs who fell silent.
     fn refresh_view(&mut self, now: Instant) {
+        let owners = self.membership.owners(now);
+        if **self.owners.borrow() != owners {
+            self.owners.send_replace(Arc::new(owners));
+        }
         let live = self.membership.live(now);
         if **self.members.borrow() == live {
             return;
@@ -195,6 +210,7 @@ impl EventLoop {
             epoch: self.epochs.current(),
             counters,
             leaving,
+            joining: self.settle_announced.is_none(),
         });
         self.seq += 1;
         self.last_announce = Some(Instant::now());
@@ -226,6 +242,27 @@ impl EventLoop {
             self.announce(false);
         }
         self.refresh_view(now);
+        // Joining: settle once a whole announcement period has passed
+        // since the first connection (or at SETTLE_MAX); tell the members
+        // (they make it an owner), and own keys ELIGIBLE_AFTER later, once
+        // they have heard it.
+        if self.settle_announced.is_none() {
+            let heard_a_period = self
+                .first_connected
+                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLE_AFTER_CONNECT);
+            if heard_a_period || now.saturating_duration_since(self.started) >= SETTLE_MAX {
+                tracing::debug!(members = self.members.borrow().len(), "member view settled");
+                self.settle_announced = Some(now);
+                self.announce(false);
+            }
+        }
+        if !*self.settled.borrow()
+            && self
+                .settle_announced
+                .is_some_and(|t| now.saturating_duration_since(t) >= ELIGIBLE_AFTER)
+        {
+            self.settled.send_replace(true);
+        }
         if !self.catching_up {
             if let Some(target) = self.epochs.catch_up_due(now) {
                 self.catch_up(target);
@@ -339,6 +376,15 @@ impl EventLoop {
                     })
                     .collect();
                 let _ = reply.send(list);
+            }
+            Command::Suspect { peer, reply } => {
+                let now = Instant::now();
+                if self.membership.suspect(&peer, now) {
+                    self.metrics.suspected.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, "ask failed; member out of the view until it announces again");
+                    self.refresh_view(now);
+                }
+                let _ = reply.send(());
             }
             Command::Members { reply } => {
                 let now = Instant::now();
@@ -484,6 +530,7 @@ impl EventLoop {
                 ..
             } => {
                 self.metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+                self.first_connected.get_or_insert_with(Instant::now);
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.dialing == Some(connection_id)) {
                     b.dialing = None;
                     b.peer = Some(peer_id);

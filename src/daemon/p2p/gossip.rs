@@ -61,6 +61,10 @@ pub struct Announcement {
     /// It is shutting down: drop it from the view now.
     #[serde(default)]
     pub leaving: bool,
+    /// It has just joined and its view is not settled yet: a member, but
+    /// no key's owner (see `membership::SETTLE_AFTER_CONNECT`).
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// A member's counters, as `gh_get_cache_stats` shows them: the same
@@ -186,6 +190,7 @@ mod tests {
                     ..Default::default()
                 },
                 leaving: false,
+                joining: true,
             }),
             Message::Invalidate(Invalidation {
                 id: 9,
@@ -232,6 +237,7 @@ mod tests {
             epoch: 0,
             counters: Counters::default(),
             leaving: false,
+            joining: false,
         });
         assert!(decode(&encode(&many)).is_err());
         assert!(decode(&vec![b' '; MAX_MESSAGE + 1]).is_err());

@@ -147,6 +147,11 @@ pub fn start(
     let (tx, rx) = mpsc::channel(256);
     let (connected_tx, connected) = watch::channel(Arc::new(Vec::new()));
     let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
+    // Alone by configuration (nothing to dial, nothing to discover): the
+    // view is settled from the start.
+    let alone = settings.bootstrap.is_empty() && !settings.mdns;
+    let (settled_tx, settled) = watch::channel(alone);
+    let (owners_tx, owners) = watch::channel(Arc::new(Vec::new()));
     let (listen_tx, listen) = watch::channel(Arc::new(Vec::new()));
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -155,6 +160,8 @@ pub fn start(
         tx: tx.clone(),
         connected,
         members,
+        settled,
+        owners,
         listen,
         timeout: request_timeout,
         metrics: metrics.clone(),
@@ -196,6 +203,11 @@ pub fn start(
         announce_soon: false,
         catching_up: false,
         ticks: 0,
+        settled: settled_tx,
+        settle_announced: alone.then(Instant::now),
+        owners: owners_tx,
+        started: Instant::now(),
+        first_connected: None,
     };
     handle.spawn(async move {
         event_loop.run(stop_rx).await;

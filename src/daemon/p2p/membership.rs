@@ -33,6 +33,15 @@ pub const MISSED_ANNOUNCEMENTS: u32 = 3;
 pub const SILENT_AFTER: Duration = Duration::from_secs(ANNOUNCE_EVERY.as_secs() * MISSED_ANNOUNCEMENTS as u64);
 /// Records of silent members are forgotten after this.
 pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// A joining node's view is *settled* this long after its first
+/// connection: every member has announced once since (and its neighbours
+/// announce at once when it subscribes). Until then it asks no owner and
+/// owns no key by default: its reads wait (see `Client::settled`), so a
+/// node that has heard no one yet does not fetch every key itself.
+pub const SETTLE_AFTER_CONNECT: Duration = Duration::from_millis(ANNOUNCE_EVERY.as_millis() as u64 + 500);
+/// The longest a node stays unsettled after it starts (a bootstrap that
+/// cannot be reached): then it settles with the view it has.
+pub const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 /// What this node knows of one member.
 #[derive(Clone, Debug)]
@@ -47,12 +56,16 @@ pub struct Member {
     pub order: (u64, u64),
     /// When its last announcement arrived.
     pub heard: Instant,
+    /// An ask to it failed since: out of the view until it announces again.
+    pub suspected: bool,
+    /// It said it is still joining: a member, not yet an owner.
+    pub joining: bool,
 }
 
 impl Member {
-    /// Heard from within the failure bound.
+    /// Heard from within the failure bound, and not suspected since.
     pub fn live(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.heard) < SILENT_AFTER
+        !self.suspected && now.saturating_duration_since(self.heard) < SILENT_AFTER
     }
 }
 
@@ -101,6 +114,8 @@ impl Membership {
                 epoch: a.epoch,
                 order,
                 heard: now,
+                suspected: false,
+                joining: a.joining,
             },
         );
         if was_live {
@@ -110,12 +125,40 @@ impl Membership {
         }
     }
 
+    /// An ask to `peer` failed (it died, or cannot be reached from here):
+    /// out of this view until its next announcement, so keys it owns go to
+    /// the next owner at once instead of to GitHub until the failure bound.
+    /// Members that fail to reach it all move its keys to the same next
+    /// owner (rendezvous hashing). True when it was live.
+    pub fn suspect(&mut self, peer: &PeerId, now: Instant) -> bool {
+        match self.members.get_mut(peer) {
+            Some(m) if m.live(now) => {
+                m.suspected = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The live members (this node excluded), sorted by Peer ID.
     pub fn live(&self, now: Instant) -> Vec<PeerId> {
         let mut v: Vec<PeerId> = self
             .members
             .iter()
             .filter(|(_, m)| m.live(now))
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The live members that own keys (not joining), sorted: the
+    /// candidates of `owner::owner_of`.
+    pub fn owners(&self, now: Instant) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.live(now) && !m.joining)
             .map(|(p, _)| *p)
             .collect();
         v.sort();
@@ -161,6 +204,7 @@ mod tests {
             epoch: seq,
             counters: Counters::default(),
             leaving,
+            joining: false,
         }
     }
 
@@ -199,6 +243,38 @@ mod tests {
         assert!(m.get(&b).is_some());
         m.forget_old(t + FORGET_AFTER);
         assert!(m.get(&b).is_none());
+    }
+
+    #[test]
+    fn a_suspected_member_is_out_until_it_announces_again() {
+        let t0 = Instant::now();
+        let a = PeerId::random();
+        let mut m = Membership::new();
+        m.heard(a, &ann(1, 0, false), vec![], t0);
+        assert!(m.suspect(&a, t0));
+        assert!(m.live(t0).is_empty());
+        assert!(!m.suspect(&a, t0), "once");
+        assert_eq!(
+            m.heard(a, &ann(1, 0, false), vec![], t0),
+            Heard::Stale,
+            "not the same announcement"
+        );
+        assert!(m.live(t0).is_empty());
+        assert_eq!(m.heard(a, &ann(1, 1, false), vec![], t0), Heard::Joined);
+        assert_eq!(m.live(t0), vec![a]);
+    }
+
+    #[test]
+    fn a_joining_member_is_a_member_but_no_owner() {
+        let t0 = Instant::now();
+        let a = PeerId::random();
+        let mut m = Membership::new();
+        let mut joining = ann(1, 0, false);
+        joining.joining = true;
+        m.heard(a, &joining, vec![], t0);
+        assert_eq!((m.live(t0), m.owners(t0)), (vec![a], vec![]));
+        m.heard(a, &ann(1, 1, false), vec![], t0);
+        assert_eq!(m.owners(t0), vec![a]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub struct P2pMetrics {
     pub asked: AtomicU64,
     /// Entries received from owners and accepted.
     pub received: AtomicU64,
-    /// Asks that failed or were refused: fetched upstream instead.
+    /// Asks that failed or were refused: the next owner or GitHub asked instead.
     pub fallbacks: AtomicU64,
     /// Entry requests answered for peers.
     pub served: AtomicU64,
@@ -34,6 +34,8 @@ pub struct P2pMetrics {
     pub epoch_catch_ups: AtomicU64,
     /// The invalidation epoch this node has applied.
     pub epoch: AtomicU64,
+    /// Members taken out of the view because an ask to them failed.
+    pub suspected: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -71,6 +73,13 @@ impl P2pMetrics {
         );
         c(
             out,
+            "suspected_total",
+            "Members taken out of the view because an ask to them failed.",
+            "counter",
+            &self.suspected,
+        );
+        c(
+            out,
             "epoch",
             "The fleet invalidation epoch this node has applied.",
             "gauge",
@@ -100,7 +109,7 @@ impl P2pMetrics {
         c(
             out,
             "fallbacks_total",
-            "Owner asks that failed (fetched upstream instead).",
+            "Owner asks that failed (the next owner or GitHub was asked instead).",
             "counter",
             &self.fallbacks,
         );
