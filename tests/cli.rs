@@ -399,6 +399,7 @@ const DAEMON_FLAGS: &[(&str, Option<&str>)] = &[
     ("p2p-listen", Some("/ip4/127.0.0.1/tcp/0")),
     ("bootstrap", Some("/ip4/127.0.0.1/tcp/1")),
     ("mdns", Some("true")),
+    ("max-peer-connections", Some("8")),
     ("swarm-key-file", Some("/tmp/swarm.key")),
     ("ready-file", Some("/tmp/ready.json")),
     ("no-store", None),
@@ -728,13 +729,13 @@ fn cli_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
 
 #[test]
 fn operator_commands_against_a_fleet_of_two() {
-    use common::node::{wait_mesh, Node};
+    use common::node::{wait_members, Node};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let gh = rt.block_on(common::FakeGithub::start());
     let a = Node::spawn("cli-ops-a", &gh.url(), None, &[]);
     let b = Node::spawn("cli-ops-b", &gh.url(), Some(a.p2p), &[]);
-    rt.block_on(wait_mesh(&[&a, &b], 1));
+    rt.block_on(wait_members(&[&a, &b], 2));
     let url = format!("http://127.0.0.1:{}", a.http);
     let u = url.as_str();
     for repo in ["o/r", "o/s"] {

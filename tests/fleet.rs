@@ -1,7 +1,13 @@
 //! A fleet of `ghcache daemon` processes on 127.0.0.1 in one private swarm,
 //! in front of one fake GitHub: each key is fetched from GitHub once for
 //! the whole fleet; the others are peer hits; killing an owner leaves the
-//! others answering; a restarted node keeps its Peer ID.
+//! others answering; a restarted node keeps its Peer ID; an invalidation
+//! on one node reaches every member, and a member that missed it catches up
+//! when it rejoins.
+//!
+//! Membership is the member view (announcements on gossipsub), not the
+//! connections: the tests wait for views (`wait_members`), not for a full
+//! mesh of connections.
 #![cfg(feature = "daemon")]
 
 mod common;
@@ -11,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::node::{proc_figures, wait_mesh, Node};
+use common::node::{proc_figures, wait_members, Node};
 use common::FakeGithub;
 
 async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
@@ -31,12 +37,12 @@ async fn read_all(nodes: &[&Node], keys: std::ops::Range<u32>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     let github = FakeGithub::start().await;
-    // Node 0 is the bootstrap; 1 and 2 know only node 0 and must find each
-    // other through peer exchange.
+    // Node 0 is the bootstrap; 1 and 2 know only node 0 and must learn of
+    // each other through the announcements on gossipsub.
     let mut n0 = Node::spawn("n0", &github.url(), None, &[]);
     let n1 = Node::spawn("n1", &github.url(), Some(n0.p2p), &[]);
     let mut n2 = Node::spawn("n2", &github.url(), Some(n0.p2p), &[]);
-    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    wait_members(&[&n0, &n1, &n2], 3).await;
     let ids: Vec<String> = {
         let mut v = Vec::new();
         for n in [&n0, &n1, &n2] {
@@ -63,7 +69,17 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
         modes.len()
     );
     assert_eq!(upstream, 50, "one GitHub request per key across the fleet");
-    let agg = n0.stats().await["aggregate"].clone();
+    // The aggregate is built from the counters members announce (every
+    // 2 s): wait for the announcements that follow the reads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let agg = loop {
+        let agg = n0.stats().await["aggregate"].clone();
+        if agg["api_calls"] == json!(50) && agg["peer_hits"].as_u64() == Some(peer as u64) || Instant::now() > deadline
+        {
+            break agg;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     eprintln!("aggregate: {agg}");
     assert_eq!(agg["nodes"], json!(3), "{agg}");
     assert_eq!(agg["api_calls"], json!(50), "{agg}");
@@ -71,8 +87,9 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert!(peer >= 90, "most non-owner reads are peer hits: {peer}");
 
     // Kill node 2 (owner of about a third of the keys) while it is asking
-    // GitHub on the others' behalf: their asks fail and they fetch
-    // themselves (fallback); every read still answers.
+    // GitHub on the others' behalf: their asks fail (fallback), node 2
+    // leaves their views at once, and the keys' next owner fetches; every
+    // read still answers.
     github.state.delay_ms.store(400, std::sync::atomic::Ordering::SeqCst);
     let pair = [&n0, &n1];
     let reads = read_all(&pair, 100..130);
@@ -94,18 +111,19 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     }
     eprintln!("owner killed mid-fetch: {fallbacks} asks fell back to GitHub; all 60 reads answered");
     assert!(fallbacks > 0, "some asks were in flight at the killed owner");
-    wait_mesh(&[&n0, &n1], 1).await;
+    // Silent past the failure bound, n2 leaves both views.
+    wait_members(&[&n0, &n1], 2).await;
 
     // Restarted with the same data directory: the same Peer ID, and it
-    // rejoins the mesh.
+    // rejoins every view.
     n2.start();
     n2.wait_ready(Duration::from_secs(20)).await;
-    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    wait_members(&[&n0, &n1, &n2], 3).await;
     let again = n2.stats().await["peer_id"].as_str().unwrap().to_string();
     assert_eq!(again, ids[2]);
     assert_eq!(n2.log().matches("Peer ID: ").count(), 1);
     let metrics = n0.metrics().await;
-    assert!(metrics.contains("ghcache_p2p_peers 2"), "{metrics}");
+    assert!(metrics.contains("ghcache_p2p_members 3"), "{metrics}");
 
     // SIGTERM: the graceful shutdown stops the P2P node too, in time.
     let mut c = n0.child.take().unwrap();
@@ -118,14 +136,17 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert_eq!(status.code(), Some(0), "{}", n0.log());
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(n0.log().contains("P2P node stopping"), "{}", n0.log());
-    wait_mesh(&[&n1, &n2], 1).await;
+    // It said it was leaving: out of the views without waiting for the
+    // failure bound.
+    wait_members(&[&n1, &n2], 2).await;
 
     // The bootstrap node stays down past a redial tick, then comes back:
-    // the others redial it (with backoff) and the mesh forms again.
+    // the others (short of connections) redial it with backoff, and the
+    // views hold all three again.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     n0.start();
     n0.wait_ready(Duration::from_secs(20)).await;
-    wait_mesh(&[&n0, &n1, &n2], 2).await;
+    wait_members(&[&n0, &n1, &n2], 3).await;
     assert!(
         n1.log().contains("bootstrap peer unreachable"),
         "n1 redialled while n0 was down"
@@ -213,7 +234,7 @@ async fn bench_fleet(size: usize, keys: u32, p2p: bool) {
     }
     let refs: Vec<&Node> = nodes.iter().collect();
     if p2p {
-        wait_mesh(&refs, size as u64 - 1).await;
+        wait_members(&refs, size as u64).await;
     }
     let pids: Vec<u32> = nodes.iter().map(|n| n.child.as_ref().unwrap().id()).collect();
     let rest: Vec<[usize; 3]> = pids.iter().map(|p| proc_figures(*p)).collect();
@@ -387,29 +408,160 @@ async fn p2p_port_in_use_backs_off_serves_locally_then_starts() {
     let _ = std::fs::remove_dir_all(&node.dir);
 }
 
-/// Found by the soak: `gh_get_cache_stats` asks every peer for its
-/// counters, and waited up to 1 s for a peer that hangs (here: SIGSTOP).
-/// Stats must answer within 1 s (the soak's rule) whatever the peers do: a
-/// silent peer is listed as unreachable after
-/// `ghcache::daemon::PEER_STATS_TIMEOUT`.
+/// Stats must answer within 1 s (the soak's rule) whatever the peers do:
+/// the aggregate comes from the counters members announced, so a peer that
+/// hangs (here: SIGSTOP) is never waited for; silent past the failure
+/// bound, it is listed as silent (and unreachable) and left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_does_not_wait_for_a_frozen_peer() {
     let github = FakeGithub::start().await;
     let n0 = Node::spawn("frz0", &github.url(), None, &[]);
     let n1 = Node::spawn("frz1", &github.url(), Some(n0.p2p), &[]);
-    wait_mesh(&[&n0, &n1], 1).await;
+    wait_members(&[&n0, &n1], 2).await;
     let pid = n1.child.as_ref().unwrap().id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    let t0 = Instant::now();
-    let stats = n0.stats().await;
-    let took = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let t0 = Instant::now();
+        let stats = n0.stats().await;
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(1), "stats took {took:?} with a frozen peer");
+        if stats["aggregate"]["silent"].as_array().map(Vec::len) == Some(1) || Instant::now() > deadline {
+            break stats;
+        }
+        let row = &stats["aggregate"]["per_peer"][1];
+        assert!(
+            row["age_ms"].as_u64().is_some(),
+            "a live member's row has its age: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-    let unreachable = &stats["aggregate"]["unreachable"];
-    assert_eq!(unreachable.as_array().map(Vec::len), Some(1), "{stats}");
-    assert!(took < Duration::from_secs(1), "stats took {took:?} with a frozen peer");
-    // Thawed, the peer counts again.
-    assert_eq!(n0.stats().await["aggregate"]["nodes"], json!(2));
+    let agg = &stats["aggregate"];
+    assert_eq!(agg["silent"].as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!(agg["unreachable"], agg["silent"], "{stats}");
+    assert_eq!(agg["nodes"], json!(1), "{stats}");
+    assert!(
+        agg["silent"][0]["age_ms"].as_u64().unwrap() >= agg["silent_after_ms"].as_u64().unwrap(),
+        "{stats}"
+    );
+    // Thawed, the peer announces again and counts again (polled: the
+    // view watch may still show it while its record is already silent).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let agg = n0.stats().await["aggregate"].clone();
+        if agg["nodes"] == json!(2) && agg["silent"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the thawed peer never counted again: {agg}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for n in [&n0, &n1] {
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+}
+
+/// Reads keys `keys` on every node; returns how many answers carried a
+/// version other than `want` (the fake GitHub's data version).
+async fn old_answers(nodes: &[&Node], keys: std::ops::Range<u32>, want: u64) -> usize {
+    let mut calls = Vec::new();
+    for n in nodes {
+        for i in keys.clone() {
+            calls.push(async move {
+                let v = n.call("gh_get_repo", json!({"repo": format!("inv/r{i}")})).await;
+                assert_eq!(v["result"]["data"]["path"], json!(format!("/repos/inv/r{i}")), "{v}");
+                v["result"]["data"]["version"].as_u64().unwrap()
+            });
+        }
+    }
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter(|v| *v != want)
+        .count()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Issue 15's scenario: 3 nodes, 20 keys read on every node, the data
+/// changed on GitHub, `gh_invalidate_cache` on node 0: every member
+/// applies it before the call returns, so none of the 60 answers that
+/// follow is old. Then a member is killed, the data changes again and is
+/// invalidated without it (the reply names it as missing); restarted from
+/// its on-disk store, it sees the fleet's higher epoch, clears, and serves
+/// no old answer either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
+    let github = FakeGithub::start().await;
+    let n0 = Node::spawn("inv0", &github.url(), None, &[]);
+    let n1 = Node::spawn("inv1", &github.url(), Some(n0.p2p), &[]);
+    let mut n2 = Node::spawn("inv2", &github.url(), Some(n0.p2p), &[]);
+    wait_members(&[&n0, &n1, &n2], 3).await;
+    let id2 = n2.stats().await["peer_id"].as_str().unwrap().to_string();
+
+    let all = [&n0, &n1, &n2];
+    assert_eq!(old_answers(&all, 0..20, 0).await, 0);
+    github.state.version.store(1, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        old_answers(&all, 0..20, 1).await,
+        60,
+        "cached: all 60 answers are old before"
+    );
+    let v = n0.call("gh_invalidate_cache", json!({})).await;
+    let r = &v["result"];
+    eprintln!("fleet invalidation: {r}");
+    assert_eq!(
+        (&r["members"], &r["applied"], &r["missing"]),
+        (&json!(3), &json!(3), &json!([])),
+        "{v}"
+    );
+    assert!(r["invalidated"].as_u64().unwrap() >= 20, "{v}");
+    let old = old_answers(&all, 0..20, 1).await;
+    eprintln!("after gh_invalidate_cache on node 0: {old} old answers of 60");
+    assert_eq!(old, 0);
+    for n in all {
+        assert_eq!(metric(&n.metrics().await, "ghcache_p2p_epoch"), 1);
+    }
+
+    // n2 goes down holding the 20 entries in its store; the data changes
+    // and is invalidated while n2 is still in the views (killed within the
+    // failure bound): the reply names it.
+    n2.kill();
+    github.state.version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let v = n0.call("gh_invalidate_cache", json!({"repo": "inv/r3"})).await;
+    let v = if v["result"]["members"] == json!(3) {
+        v
+    } else {
+        panic!("n2 left the view too early for this check: {v}")
+    };
+    assert_eq!(v["result"]["missing"], json!([id2]), "{v}");
+    assert_eq!(v["result"]["applied"], json!(2), "{v}");
+    let v = n1.call("gh_invalidate_cache", json!({})).await;
+    assert!(v["result"]["applied"].as_u64().unwrap() >= 2, "{v}");
+
+    // Restarted from its store (entries of version 1, epoch 1): it hears
+    // the fleet at epoch 3, clears, and takes that epoch.
+    n2.start();
+    n2.wait_ready(Duration::from_secs(20)).await;
+    let loaded = n2.stats().await["store"]["loaded"].as_u64().unwrap();
+    assert!(loaded >= 20, "n2 restarted from its store: loaded {loaded}");
+    wait_members(&[&n0, &n1, &n2], 3).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&n2.metrics().await, "ghcache_p2p_epoch") < 3 {
+        assert!(Instant::now() < deadline, "n2 never caught up:\n{}", n2.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&n2.metrics().await, "ghcache_p2p_epoch_catch_ups_total"), 1);
+    assert!(n2.log().contains("missed fleet invalidations"), "{}", n2.log());
+    let old = old_answers(&[&n2], 0..20, 2).await;
+    eprintln!("restarted member after catching up: {old} old answers of 20");
+    assert_eq!(old, 0);
+    for n in [&n0, &n1, &n2] {
         let _ = std::fs::remove_dir_all(&n.dir);
     }
 }

@@ -1,6 +1,6 @@
-//! The P2P node in-process, on 127.0.0.1: a wrong swarm key cannot connect;
-//! entries travel; garbage on the port does not hurt; shutdown leaves no
-//! file descriptor behind.
+//! The P2P node in-process, on 127.0.0.1: a wrong swarm key cannot connect
+//! nor join the member view; entries travel; garbage on the port does not
+//! hurt; shutdown leaves no file descriptor behind.
 #![cfg(feature = "daemon")]
 
 use std::io::Write as _;
@@ -107,6 +107,11 @@ fn private_swarm_entries_garbage_and_fds() {
         ca.connected().len() == 1 && cb.connected().len() == 1
     });
     assert_eq!(ca.connected()[0], cb.local_peer_id());
+    // The member view comes from announcements on gossipsub: each sees the
+    // other (and never the node with another key).
+    wait_until("a and b to see each other as members", 10, || {
+        *ca.members() == vec![cb.local_peer_id()] && *cb.members() == vec![ca.local_peer_id()]
+    });
 
     // Entries and stats travel.
     let res = rt.block_on(cb.ask(
@@ -146,6 +151,7 @@ fn private_swarm_entries_garbage_and_fds() {
         cc.connected()
     );
     assert_eq!(ca.connected().len(), 1, "{:?}", ca.connected());
+    assert!(cc.members().is_empty() && !ca.members().contains(&cc.local_peer_id()));
     let res = rt.block_on(cc.ask(ca.local_peer_id(), wire::Request::Stats));
     assert!(res.is_err(), "{res:?}");
     assert!(

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::node::{proc_figures, wait_mesh, Node};
+use common::node::{proc_figures, wait_members, Node};
 use common::FakeGithub;
 
 /// A request without an answer after this long is hung.
@@ -643,7 +643,7 @@ async fn run(settings: Settings) {
     }
     {
         let refs: Vec<&Node> = nodes.iter().collect();
-        wait_mesh(&refs, DAEMONS as u64 - 1).await;
+        wait_members(&refs, DAEMONS as u64).await;
     }
     let targets: Arc<Vec<Target>> = Arc::new(
         nodes

@@ -22,6 +22,7 @@
 //! | `p2p_listen` | `/ip4/0.0.0.0/tcp/9100` | P2P listen multiaddr |
 //! | `bootstrap` | `[]` | peers to dial (flag repeatable; TOML list), e.g. `/ip4/10.0.0.2/tcp/9100` |
 //! | `mdns` | `false` | find peers on the LAN with mDNS |
+//! | `max_peer_connections` | 32 | most established P2P connections (owners are dialled on demand; idle ones close) |
 //! | `swarm_key_file` | none | swarm key file (`/key/swarm/psk/1.0.0/`); env `GHCACHE_SWARM_KEY` holds the key itself; neither: derived from the GitHub token |
 //! | `webhook_secret_file` | none | file holding the GitHub webhook secret; turns `POST /webhook` on (env `GHCACHE_WEBHOOK_SECRET` holds the secret itself; see docs/webhooks.md) |
 //! | `ready_file` | none | once listening, write the bound addresses here as JSON (see `daemon::ready`) |
@@ -113,6 +114,8 @@ pub struct Config {
     pub bootstrap: Vec<libp2p::Multiaddr>,
     /// mDNS discovery.
     pub mdns: bool,
+    /// Most established P2P connections.
+    pub max_peer_connections: u32,
     /// Swarm key file.
     pub swarm_key_file: Option<PathBuf>,
     /// Swarm key text from `GHCACHE_SWARM_KEY`.
@@ -219,6 +222,7 @@ impl Default for Config {
             p2p_listen: "/ip4/0.0.0.0/tcp/9100".parse().expect("a valid multiaddr"),
             bootstrap: Vec::new(),
             mdns: false,
+            max_peer_connections: 32,
             swarm_key_file: None,
             swarm_key: Secret(None),
             ready_file: None,
@@ -394,6 +398,7 @@ impl Config {
             }
             "p2p" => self.p2p = raw.boolean(key)?,
             "mdns" => self.mdns = raw.boolean(key)?,
+            "max_peer_connections" => self.max_peer_connections = raw.uint(key, 2, 100_000)? as u32,
             "p2p_listen" => {
                 let s = raw.string(key)?;
                 self.p2p_listen = s.parse().map_err(|_| {
@@ -650,6 +655,13 @@ mod tests {
         assert_eq!(c.p2p_listen.to_string(), "/ip4/127.0.0.1/tcp/0");
         assert_eq!(c.bootstrap.len(), 2);
         assert!(c.mdns);
+        assert_eq!(c.max_peer_connections, 32);
+        let few = Config::from_args(args("--max-peer-connections 8")).unwrap();
+        assert_eq!(few.max_peer_connections, 8);
+        assert!(Config::from_args(args("--max-peer-connections 1"))
+            .unwrap_err()
+            .0
+            .contains("max_peer_connections"));
         assert_eq!(c.swarm_key_file, Some(PathBuf::from("/k")));
         assert_eq!(Config::default().p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/9100");
         let e = Config::from_args(args("--bootstrap nope")).unwrap_err();

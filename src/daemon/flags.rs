@@ -103,6 +103,9 @@ pub struct DaemonArgs {
     /// Find peers on the LAN [default: false]
     #[arg(long, value_name = "BOOL", help_heading = P2P)]
     pub mdns: Option<String>,
+    /// Most established P2P connections; owners are dialled on demand and idle connections close [default: 32]
+    #[arg(long, value_name = "N", help_heading = P2P)]
+    pub max_peer_connections: Option<String>,
     /// Private swarm key (else GHCACHE_SWARM_KEY, else derived from the GitHub token); `ghcache swarm-key` makes one
     #[arg(long, value_name = "FILE", help_heading = P2P)]
     pub swarm_key_file: Option<String>,

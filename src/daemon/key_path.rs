@@ -24,7 +24,8 @@
 
 /// One path of an [`Invalidate::Paths`](super::tools::Invalidate::Paths):
 /// `path` itself, and with `tree` every path under it (`path/…`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PathScope {
     /// An absolute GitHub API path (`/repos/o/r/actions/runs`), no query.
     pub path: String,

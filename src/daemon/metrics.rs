@@ -27,8 +27,8 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::core::{CacheMode, StatsSnapshot};
 
 use super::store::StoreStatsSnapshot;
-use super::webhook::Outcome as WebhookOutcome;
 use super::upstream::RateLimitSnapshot;
+use super::webhook::Outcome as WebhookOutcome;
 
 const MODES: [CacheMode; 6] = [
     CacheMode::Hit,

@@ -77,10 +77,6 @@ use crate::core::{
 use crate::sync::StdArc as Arc;
 use config::Config;
 
-/// How long `gh_get_cache_stats` waits for each peer's counters (asked
-/// concurrently). Stats must stay fast even when a peer hangs; on a LAN a
-/// peer answers in about a millisecond.
-pub const PEER_STATS_TIMEOUT: Duration = Duration::from_millis(250);
 use metrics::Metrics;
 use store::{Store, StoredEntry};
 use tools::{Invalidate, RpcError, ToolCall};
@@ -306,6 +302,29 @@ impl App {
         dropped
     }
 
+    /// Applies an invalidation here ([`App::invalidate`]), then, while P2P
+    /// runs, publishes it to the fleet and waits (at most
+    /// [`p2p::invalidation::ACK_WAIT`]) for every live member to apply it.
+    /// Returns the entries dropped here and the fleet's report (`None`:
+    /// P2P off, this node is the fleet).
+    pub async fn invalidate_fleet(&self, what: &Invalidate) -> (usize, Option<Result<p2p::FleetReport, String>>) {
+        let dropped = self.invalidate(what);
+        let client = self.p2p.borrow().clone();
+        let Some(client) = client else {
+            return (dropped, None);
+        };
+        let report = client.invalidate(what, p2p::invalidation::ACK_WAIT).await;
+        match &report {
+            Ok(r) if !r.missing.is_empty() => {
+                tracing::warn!(?what, missing = ?r.missing, applied = r.applied, members = r.members,
+                    "fleet invalidation: some members did not acknowledge in time")
+            }
+            Ok(r) => tracing::debug!(?what, members = r.members, "fleet invalidation applied everywhere"),
+            Err(e) => tracing::warn!(?what, error = %e, "fleet invalidation not published"),
+        }
+        (dropped, Some(report))
+    }
+
     fn persist(&self, key: &CacheKey, entry: &Entry) {
         if let Some(store) = &self.store {
             store.put(
@@ -494,12 +513,6 @@ impl App {
     /// is another peer. `None`: fetch it yourself.
     async fn ask_owner(&self, key: &CacheKey, req: &Request) -> Option<Entry> {
         let client = self.p2p.borrow().clone()?;
-        let owner = client.owner(key);
-        if owner == client.local_peer_id() {
-            return None;
-        }
-        let m = &client.metrics;
-        m.asked.fetch_add(1, Ordering::Relaxed);
         let wire_req = p2p::wire::Request::Entry {
             key: key.as_str().to_string(),
             path: req.path.clone(),
@@ -512,21 +525,41 @@ impl App {
             },
             limit: req.limit.map(|l| l.min(u32::MAX as usize - 1) as u32),
         };
-        let result = match client.ask_retrying(owner, wire_req).await {
-            Ok(res) => self.entry_from_peer(key, res),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(entry) => {
-                m.received.fetch_add(1, Ordering::Relaxed);
-                Some(entry)
+        let m = &client.metrics;
+        // A node that has just joined waits (briefly) for its view, rather
+        // than owning every key while it knows no one.
+        client.settled().await;
+        // An owner that cannot be reached leaves this node's view, and the
+        // key's next owner (the one every member that saw the same failure
+        // picks) is asked once; then GitHub.
+        for _ in 0..2 {
+            let owner = client.owner(key);
+            if owner == client.local_peer_id() {
+                return None;
             }
-            Err(e) => {
-                m.fallbacks.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
-                None
-            }
+            m.asked.fetch_add(1, Ordering::Relaxed);
+            let result = match client.ask_retrying(owner, wire_req.clone()).await {
+                Ok(res) => self.entry_from_peer(key, res),
+                Err(e) => {
+                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner unreachable; asking the next owner");
+                    client.suspect(owner).await;
+                    continue;
+                }
+            };
+            return match result {
+                Ok(entry) => {
+                    m.received.fetch_add(1, Ordering::Relaxed);
+                    Some(entry)
+                }
+                Err(e) => {
+                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
+                    None
+                }
+            };
         }
+        None
     }
 
     /// Checks a peer's answer: the key it names, the status, the body size
@@ -641,48 +674,58 @@ impl App {
         }
     }
 
-    /// The `aggregate` section of the stats: this node plus every connected
-    /// peer that answers within [`PEER_STATS_TIMEOUT`]; the others are
-    /// listed as unreachable.
+    /// The `aggregate` section of the stats, from the counters members
+    /// last announced (no peer is asked): this node, then each live member
+    /// with the age of its counters; members silent past the failure bound
+    /// are listed under `silent` (and `unreachable`) and left out of the
+    /// totals.
     async fn aggregate(&self) -> Value {
         let Some(client) = self.p2p.borrow().clone() else {
             return Value::Null;
         };
         let mine = self.stats_reply();
-        let answers = client.fleet_stats(PEER_STATS_TIMEOUT).await;
-        let row = |id: String, s: &p2p::wire::StatsReply| {
+        let rows = client.member_rows().await;
+        let row = |id: String, s: &p2p::gossip::Counters, age_ms: u64, epoch: u64| {
             json!({"peer_id": id, "api_calls": s.api_calls, "api_calls_saved": s.api_calls_saved, "hits": s.hits,
-                   "misses": s.misses, "peer_hits": s.peer_hits, "lookups": s.lookups, "entries": s.entries, "peers": s.peers})
+                   "misses": s.misses, "peer_hits": s.peer_hits, "lookups": s.lookups, "entries": s.entries, "peers": s.peers,
+                   "age_ms": age_ms, "epoch": epoch})
         };
-        let mut per_peer = vec![row(client.local_peer_id().to_string(), &mine)];
+        let my_epoch = client.metrics.epoch.load(crate::sync::Ordering::Relaxed);
+        let mut per_peer = vec![row(client.local_peer_id().to_string(), &mine, 0, my_epoch)];
         let mut total = mine.clone();
-        let mut unreachable = Vec::new();
-        for (peer, r) in answers {
-            match r {
-                Ok(s) => {
-                    total.api_calls += s.api_calls;
-                    total.api_calls_saved += s.api_calls_saved;
-                    total.hits += s.hits;
-                    total.misses += s.misses;
-                    total.peer_hits += s.peer_hits;
-                    total.lookups += s.lookups;
-                    total.entries += s.entries;
-                    per_peer.push(row(peer.to_string(), &s));
-                }
-                Err(e) => unreachable.push(json!({"peer_id": peer.to_string(), "error": e})),
+        let mut silent = Vec::new();
+        for m in rows {
+            if m.live {
+                let s = &m.counters;
+                total.api_calls += s.api_calls;
+                total.api_calls_saved += s.api_calls_saved;
+                total.hits += s.hits;
+                total.misses += s.misses;
+                total.peer_hits += s.peer_hits;
+                total.lookups += s.lookups;
+                total.entries += s.entries;
+                per_peer.push(row(m.peer_id.to_string(), s, m.age_ms, m.epoch));
+            } else {
+                silent.push(json!({"peer_id": m.peer_id.to_string(), "age_ms": m.age_ms,
+                                   "error": format!("silent for {} ms", m.age_ms)}));
             }
         }
         json!({
             "nodes": per_peer.len(),
+            "members": per_peer.len(),
             "peers": client.connected().len(),
+            "epoch": my_epoch,
+            "silent_after_ms": p2p::membership::SILENT_AFTER.as_millis() as u64,
             "api_calls": total.api_calls,
             "api_calls_saved": total.api_calls_saved,
             "hits": total.hits,
             "misses": total.misses,
             "peer_hits": total.peer_hits,
             "lookups": total.lookups,
+            "entries": total.entries,
             "per_peer": per_peer,
-            "unreachable": unreachable,
+            "unreachable": silent.clone(),
+            "silent": silent,
         })
     }
 
@@ -719,22 +762,45 @@ impl App {
                     None => Ok(json!({"running": false, "peer_id": null, "peers": []})),
                     Some(c) => {
                         let peers = c.peers().await;
+                        let members: Vec<String> = c.members().iter().map(|p| p.to_string()).collect();
                         Ok(
-                            json!({"running": true, "peer_id": c.local_peer_id().to_string(), "count": peers.len(), "peers": peers}),
+                            json!({"running": true, "peer_id": c.local_peer_id().to_string(), "count": peers.len(),
+                                  "peers": peers, "member_count": members.len() + 1, "members": members,
+                                  "owner_count": c.owner_count()}),
                         )
                     }
                 }
             }
             ToolCall::Invalidate(what) => {
-                let removed = self.invalidate(&what);
-                Ok(match what {
+                let (removed, fleet) = self.invalidate_fleet(&what).await;
+                let mut v = match &what {
                     Invalidate::All => json!({"invalidated": removed, "pattern": "*"}),
                     Invalidate::Prefix(p) => json!({"invalidated": removed, "pattern": p}),
                     Invalidate::Repository(r) => json!({"invalidated": removed, "repo": r}),
                     Invalidate::Paths(scopes) => {
-                        json!({"invalidated": removed, "paths": key_path::scopes_text(&scopes)})
+                        json!({"invalidated": removed, "paths": key_path::scopes_text(scopes)})
                     }
-                })
+                };
+                match fleet {
+                    Some(Ok(r)) => {
+                        v["members"] = json!(r.members);
+                        v["applied"] = json!(r.applied);
+                        v["missing"] = json!(r.missing.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+                        v["epoch"] = json!(r.epoch);
+                    }
+                    Some(Err(e)) => {
+                        v["members"] = json!(1);
+                        v["applied"] = json!(1);
+                        v["missing"] = json!([]);
+                        v["fleet_error"] = json!(e);
+                    }
+                    None => {
+                        v["members"] = json!(1);
+                        v["applied"] = json!(1);
+                        v["missing"] = json!([]);
+                    }
+                }
+                Ok(v)
             }
             ToolCall::AuthStatus => {
                 let source = format!("{:?}", self.config.token_source);

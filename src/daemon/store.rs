@@ -41,6 +41,15 @@
 //! ```
 //! [`decode_record`] is a pure function on arbitrary bytes, the fuzz target
 //! for outside input.
+//!
+//! # The invalidation epoch
+//! The fleet's invalidation epoch ([`Store::set_epoch`], see
+//! `p2p::fleet`) is kept in a second table, `meta_v1`, as 8 little-endian
+//! bytes. It goes through the same queue as the deletes, so it is committed
+//! in the same batch as, or after, every delete queued before it: a store
+//! never says it has applied an epoch whose deletes it lacks (a dropped
+//! epoch write leaves it *lower*, which only makes the node clear more on
+//! rejoin). The writer keeps the larger of the stored and the new value.
 
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 use std::fmt;
@@ -55,6 +64,8 @@ use crate::core::{CacheKey, ETag};
 use crate::sync::StdArc as Arc;
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries_v1");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+const EPOCH_KEY: &str = "invalidation_epoch";
 const MAGIC: &[u8; 4] = b"GHC1";
 /// Most ops applied in one commit.
 pub const BATCH: usize = 512;
@@ -213,6 +224,8 @@ pub enum Op {
     DeletePaths(Vec<super::key_path::PathScope>),
     /// Remove one key.
     Delete(CacheKey),
+    /// Record the invalidation epoch (the larger of this and the stored).
+    SetEpoch(u64),
     /// Commit what came before, then answer.
     Flush(oneshot::Sender<()>),
     /// Commit what came before, close the database, then answer; later
@@ -283,6 +296,8 @@ pub struct Bounds {
 pub struct Store {
     tx: mpsc::Sender<Op>,
     stats: Arc<StoreStats>,
+    /// The invalidation epoch read when the store was opened (0: none).
+    epoch_at_open: u64,
 }
 
 /// Why the store could not be opened.
@@ -312,6 +327,8 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let (loaded, bytes) = load(&db, &stats, bounds, keep)
             .map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
+        let epoch_at_open =
+            load_epoch(&db).map_err(|e| OpenError(format!("cannot read store {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer_stats = stats.clone();
         let w = Writer {
@@ -326,7 +343,14 @@ impl Store {
             .name("ghcache-store".into())
             .spawn(move || writer(w, rx, writer_stats))
             .map_err(|e| OpenError(format!("cannot start the store writer: {e}")))?;
-        Ok((Store { tx, stats }, loaded))
+        Ok((
+            Store {
+                tx,
+                stats,
+                epoch_at_open,
+            },
+            loaded,
+        ))
     }
 
     /// A store that could not be opened (`error`): degraded from the start.
@@ -350,7 +374,11 @@ impl Store {
         let _ = std::thread::Builder::new()
             .name("ghcache-store".into())
             .spawn(move || writer(w, rx, writer_stats));
-        Store { tx, stats }
+        Store {
+            tx,
+            stats,
+            epoch_at_open: 0,
+        }
     }
 
     /// Why the store is degraded, while it is.
@@ -381,6 +409,17 @@ impl Store {
     /// Queues removal of every key reading a path `scopes` cover.
     pub fn delete_paths(&self, scopes: &[super::key_path::PathScope]) {
         self.send(Op::DeletePaths(scopes.to_vec()));
+    }
+
+    /// Queues the invalidation epoch (after every delete queued before).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.send(Op::SetEpoch(epoch));
+    }
+
+    /// The invalidation epoch the store held when it was opened (0 when it
+    /// held none or could not be opened).
+    pub fn epoch_at_open(&self) -> u64 {
+        self.epoch_at_open
     }
 
     fn send(&self, op: Op) {
@@ -422,6 +461,20 @@ impl Store {
 }
 
 type StoreResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The stored invalidation epoch (0 when none, or not 8 bytes).
+fn load_epoch(db: &Database) -> StoreResult<u64> {
+    let read = db.begin_read()?;
+    let table = match read.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(table
+        .get(EPOCH_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map_or(0, u64::from_le_bytes))
+}
 
 /// Reads every record: corrupt ones and those `keep` rejects (expired) are
 /// deleted, then the oldest beyond the bounds. Returns the rest, newest
@@ -642,6 +695,7 @@ impl Writer {
         let mut written = 0;
         {
             let mut table = write.open_table(TABLE)?;
+            let mut meta = write.open_table(META)?;
             for op in batch.drain(..) {
                 match op {
                     Op::Put(key, entry) => {
@@ -677,6 +731,15 @@ impl Writer {
                             !doomed
                         })?;
                         self.bytes -= freed;
+                    }
+                    Op::SetEpoch(epoch) => {
+                        let stored = meta
+                            .get(EPOCH_KEY)?
+                            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                            .map_or(0, u64::from_le_bytes);
+                        if epoch > stored {
+                            meta.insert(EPOCH_KEY, epoch.to_le_bytes().as_slice())?;
+                        }
                     }
                     Op::Flush(ack) | Op::Close(ack) => acks.push(ack),
                 }
@@ -783,6 +846,32 @@ mod tests {
         rt.block_on(store.close());
         let (store, loaded2) = Store::open(&path, bounds(100), &|_| true).unwrap();
         assert_eq!(loaded.len(), loaded2.len());
+        rt.block_on(store.close());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn epoch_survives_a_reopen_and_never_goes_back() {
+        let dir = std::env::temp_dir().join(format!("ghcache-store-epoch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("cache.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
+        {
+            let (store, _) = Store::open(&path, bounds(100), &|_| true).unwrap();
+            assert_eq!(store.epoch_at_open(), 0);
+            store.put(key.clone(), sample());
+            store.delete_prefix("");
+            store.set_epoch(7);
+            store.set_epoch(5);
+            rt.block_on(store.close());
+        }
+        let (store, loaded) = Store::open(&path, bounds(100), &|_| true).unwrap();
+        assert_eq!(store.epoch_at_open(), 7, "the larger epoch is kept");
+        assert!(loaded.is_empty(), "the delete before the epoch was committed");
         rt.block_on(store.close());
         let _ = std::fs::remove_dir_all(&dir);
     }

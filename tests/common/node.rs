@@ -277,25 +277,31 @@ impl Node {
         self.client.get(url).send().await.unwrap().text().await.unwrap()
     }
 
-    pub async fn peer_count(&self) -> u64 {
-        self.call("gh_list_peers", json!({})).await["result"]["count"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
     pub async fn stats(&self) -> Value {
         self.call("gh_get_cache_stats", json!({})).await["result"].clone()
     }
 }
 
-pub async fn wait_mesh(nodes: &[&Node], peers: u64) {
+/// Waits (at most 30 s each) until every node's member view holds
+/// `members` members (itself included), and all of them own keys (none is
+/// still joining), so every node picks the same owners.
+pub async fn wait_members(nodes: &[&Node], members: u64) {
+    wait_peer_list(nodes, "member_count", members, "member views").await;
+    wait_peer_list(nodes, "owner_count", members, "owner views").await
+}
+
+/// Waits until `field` of every node's `gh_list_peers` equals `want`;
+/// panics after 30 s with the counts, the logs, and any P2P port another
+/// socket took.
+async fn wait_peer_list(nodes: &[&Node], field: &str, want: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut counts = Vec::new();
         for n in nodes {
-            counts.push(n.peer_count().await);
+            let v = n.call("gh_list_peers", json!({})).await;
+            counts.push(v["result"][field].as_u64().unwrap_or(0));
         }
-        if counts.iter().all(|c| *c == peers) {
+        if counts.iter().all(|c| *c == want) {
             return;
         }
         if Instant::now() > deadline {
@@ -306,11 +312,11 @@ pub async fn wait_mesh(nodes: &[&Node], peers: u64) {
                 .map(|n| format!("P2P port {} was taken by another socket", n.p2p))
                 .collect();
             panic!(
-                "no full mesh within 30 s: peer counts {counts:?} {taken:?}\n{}",
+                "{what} not {want} within 30 s: {counts:?} {taken:?}\n{}",
                 logs.join("\n-----\n")
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -462,7 +462,7 @@ async fn write(
     };
     if (200..300).contains(&forwarded.status) {
         if let Some(repo) = repository_of(path.as_str()) {
-            app.invalidate(&Invalidate::Repository(repo));
+            app.invalidate_fleet(&Invalidate::Repository(repo)).await;
         }
     }
     let upstream_base = app.upstream.base().as_str();

@@ -18,7 +18,8 @@
 //! | a known event | 200, what was invalidated | `accepted` |
 //!
 //! Checks run in that order: nothing is parsed before the signature holds.
-//! Every invalidation goes through [`App::invalidate`]. A payload sent as
+//! Every invalidation goes through [`App::invalidate_fleet`]: applied here,
+//! then published to the fleet. A payload sent as
 //! `application/x-www-form-urlencoded` (a hook's other content type) is
 //! read from its `payload` field; the signature covers the raw body.
 
@@ -142,14 +143,22 @@ async fn deliver(app: &App, request: Request) -> (Outcome, Response) {
             malformed(&message)
         }
         Ok(Mapped::Known(scopes)) => {
+            // Fleet-wide, all scopes at once: the answer waits for the
+            // members' acks at most once (`p2p::invalidation::ACK_WAIT`).
+            let reports = futures::future::join_all(scopes.iter().map(|what| app.invalidate_fleet(what))).await;
             let mut total = 0;
             let applied: Vec<Value> = scopes
                 .iter()
-                .map(|what| {
-                    let dropped = app.invalidate(what);
+                .zip(reports)
+                .map(|(what, (dropped, fleet))| {
                     total += dropped;
                     let mut v = describe(what);
                     v["dropped"] = json!(dropped);
+                    if let Some(Ok(r)) = fleet {
+                        v["members"] = json!(r.members);
+                        v["applied"] = json!(r.applied);
+                        v["missing"] = json!(r.missing.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+                    }
                     v
                 })
                 .collect();

@@ -68,8 +68,9 @@ pub enum Request {
     Peers,
 }
 
-/// A peer's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A peer's counters (also the counters of a fleet announcement,
+/// `gossip::Counters`, hence serde).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsReply {
     /// Lookups.
     pub lookups: u64,

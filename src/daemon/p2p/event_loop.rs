@@ -1,0 +1,709 @@
+//! The event loop: the one task that owns the `Swarm`.
+//!
+//! It keeps the member view (announcements on gossipsub, see
+//! [`super::membership`]), publishes this node's own announcement every
+//! [`ANNOUNCE_EVERY`], sends and answers `/ghcache/entry/1` requests, and
+//! runs fleet-wide invalidations ([`super::invalidation`]).
+//!
+//! # Connections
+//! Connections are few and bounded (`connection_limits`, the configured
+//! `max_peer_connections`): gossipsub keeps its mesh (about
+//! [`TARGET_DEGREE`] peers) connected; every other connection closes when
+//! idle. When the node has fewer than [`TARGET_DEGREE`] connections it
+//! dials random live members from their announced addresses (and its
+//! bootstrap addresses, with backoff), so the gossip mesh forms without a
+//! full mesh of connections. An ask to an owner it is not connected to
+//! dials it on demand from the owner's announced addresses.
+//!
+//! Invariants: nothing else touches the swarm (so there is no lock around
+//! it); the loop never touches the cache: inbound entry requests and
+//! received invalidations run in their own tasks through the
+//! [`Responder`](super::Responder) and come back as commands
+//! ([`Command::Respond`], [`Command::Applied`]); it never blocks (the
+//! responder's `stats` and `persist_epoch` are a snapshot and a queued
+//! write).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{connection_limits, gossipsub, identify, mdns, ping, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::client::{Command, MemberRow, PeerInfo};
+use super::codec::Codec;
+use super::gossip::{self, Announcement, Message};
+use super::invalidation::Epochs;
+use super::membership::{Heard, Membership, ANNOUNCE_EVERY, SETTLE_AFTER_CONNECT, SETTLE_MAX};
+use super::metrics::P2pMetrics;
+use super::wire;
+use super::Responder;
+use crate::daemon::tools::Invalidate;
+use crate::sync::{Ordering, StdArc as Arc};
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) limits: connection_limits::Behaviour,
+    pub(super) rr: request_response::Behaviour<Codec>,
+    pub(super) gossip: gossipsub::Behaviour,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+pub(super) struct Bootstrap {
+    pub(super) addr: Multiaddr,
+    pub(super) peer: Option<PeerId>,
+    pub(super) dialing: Option<ConnectionId>,
+    pub(super) next_try: Instant,
+    pub(super) backoff: Duration,
+}
+
+#[derive(Default)]
+pub(super) struct Known {
+    addrs: Vec<Multiaddr>,
+    agent: Option<String>,
+    rtt: Option<Duration>,
+}
+
+/// Owns the swarm; everything else talks to it through [`Command`]s.
+pub(super) struct EventLoop {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) self_tx: mpsc::Sender<Command>,
+    pub(super) responder: Arc<dyn Responder>,
+    pub(super) metrics: Arc<P2pMetrics>,
+    pub(super) connected: watch::Sender<Arc<Vec<PeerId>>>,
+    /// The live members (this node excluded), sorted.
+    pub(super) members: watch::Sender<Arc<Vec<PeerId>>>,
+    /// The addresses listened on, as the swarm reported them.
+    pub(super) listen: watch::Sender<Arc<Vec<Multiaddr>>>,
+    pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, String>>>,
+    pub(super) known: HashMap<PeerId, Known>,
+    pub(super) bootstrap: Vec<Bootstrap>,
+    pub(super) membership: Membership,
+    pub(super) epochs: Epochs,
+    pub(super) topic: gossipsub::IdentTopic,
+    /// When this run started (Unix ms), and the next announcement's number.
+    pub(super) started_unix_ms: u64,
+    pub(super) seq: u64,
+    pub(super) last_announce: Option<Instant>,
+    /// A peer subscribed: announce at the next tick, so it learns this
+    /// node (and its epoch) without waiting a whole period.
+    pub(super) announce_soon: bool,
+    /// A catch-up (clear) is running.
+    pub(super) catching_up: bool,
+    pub(super) ticks: u64,
+    /// The view is settled (see `membership::SETTLE_AFTER_CONNECT`).
+    pub(super) settled: watch::Sender<bool>,
+    /// When this node announced that it no longer joins (None: joining).
+    pub(super) settle_announced: Option<Instant>,
+    /// The live members that own keys (see `Membership::owners`).
+    pub(super) owners: watch::Sender<Arc<Vec<PeerId>>>,
+    pub(super) started: Instant,
+    pub(super) first_connected: Option<Instant>,
+}
+
+/// Housekeeping period: announcements due, views, catch-ups.
+const TICK: Duration = Duration::from_millis(250);
+/// Ticks between connection upkeep rounds (bootstrap, degree, forgetting).
+const UPKEEP_TICKS: u64 = 4;
+/// Connections the node keeps up by dialling members: gossipsub's mesh
+/// degree (`mesh_n`).
+pub const TARGET_DEGREE: usize = 6;
+/// How long after announcing that it no longer joins a node owns keys
+/// (its announcement reaches the members in well under this).
+const ELIGIBLE_AFTER: Duration = Duration::from_millis(500);
+/// How long a stopping node keeps polling the swarm so its leaving
+/// announcement gets out.
+const LEAVE_FLUSH: Duration = Duration::from_millis(300);
+
+impl EventLoop {
+    pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        // Say goodbye, so members drop this node now rather than after the
+        // failure bound, and let the swarm send it.
+        self.announce(true);
+        let _ = tokio::time::timeout(LEAVE_FLUSH, async {
+            loop {
+                let _ = self.swarm.select_next_some().await;
+            }
+        })
+        .await;
+        // Dropping the swarm closes listeners and connections; pending asks
+        // see their reply sender dropped.
+        let listeners: Vec<_> = self.swarm.listeners().cloned().collect();
+        tracing::info!(?listeners, peers = self.connected.borrow().len(), "P2P node stopping");
+        self.metrics.peers.store(0, Ordering::Relaxed);
+        self.metrics.members.store(0, Ordering::Relaxed);
+    }
+
+    fn publish_connected(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        self.metrics.peers.store(peers.len() as u64, Ordering::Relaxed);
+        self.connected.send_replace(Arc::new(peers));
+    }
+
+    fn publish_listen_addrs(&mut self) {
+        let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        self.listen.send_replace(Arc::new(addrs));
+    }
+
+    /// Publishes the member view when it changed; logs who fell silent.
+    fn refresh_view(&mut self, now: Instant) {
+        let owners = self.membership.owners(now);
+        if **self.owners.borrow() != owners {
+            self.owners.send_replace(Arc::new(owners));
+        }
+        let live = self.membership.live(now);
+        if **self.members.borrow() == live {
+            return;
+        }
+        for gone in self.members.borrow().iter().filter(|p| !live.contains(p)) {
+            tracing::info!(peer = %gone, "member left the view");
+        }
+        self.metrics.members.store(live.len() as u64 + 1, Ordering::Relaxed);
+        self.members.send_replace(Arc::new(live));
+    }
+
+    /// Where others can dial this node: what it listens on and what
+    /// identify saw, unspecified addresses left out, loopback last.
+    fn announce_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<Multiaddr> = self
+            .swarm
+            .listeners()
+            .chain(self.swarm.external_addresses())
+            .filter(|a| !is_unspecified(a))
+            .cloned()
+            .collect();
+        addrs.sort_by_key(is_loopback);
+        addrs.dedup();
+        addrs
+            .into_iter()
+            .take(gossip::MAX_ADDRS)
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    fn announce(&mut self, leaving: bool) {
+        let mut counters = self.responder.stats();
+        counters.peers = self.swarm.connected_peers().count() as u64;
+        let message = Message::Announce(Announcement {
+            addrs: self.announce_addrs(),
+            started_unix_ms: self.started_unix_ms,
+            seq: self.seq,
+            epoch: self.epochs.current(),
+            counters,
+            leaving,
+            joining: self.settle_announced.is_none(),
+        });
+        self.seq += 1;
+        self.last_announce = Some(Instant::now());
+        self.announce_soon = false;
+        self.publish(&message);
+    }
+
+    fn publish(&mut self, message: &Message) {
+        let topic = self.topic.clone();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossip
+            .publish(topic, gossip::encode(message))
+        {
+            // Alone (no subscribed peer yet) is the usual reason.
+            tracing::debug!(error = %e, "fleet message not published");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.ticks += 1;
+        let due = self.last_announce.is_none_or(|t| {
+            let since = now.saturating_duration_since(t);
+            since >= ANNOUNCE_EVERY || (self.announce_soon && since >= TICK)
+        });
+        if due {
+            self.announce(false);
+        }
+        self.refresh_view(now);
+        // Joining: settle once a whole announcement period has passed
+        // since the first connection (or at SETTLE_MAX); tell the members
+        // (they make it an owner), and own keys ELIGIBLE_AFTER later, once
+        // they have heard it.
+        if self.settle_announced.is_none() {
+            let heard_a_period = self
+                .first_connected
+                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLE_AFTER_CONNECT);
+            if heard_a_period || now.saturating_duration_since(self.started) >= SETTLE_MAX {
+                tracing::debug!(members = self.members.borrow().len(), "member view settled");
+                self.settle_announced = Some(now);
+                self.announce(false);
+            }
+        }
+        if !*self.settled.borrow()
+            && self
+                .settle_announced
+                .is_some_and(|t| now.saturating_duration_since(t) >= ELIGIBLE_AFTER)
+        {
+            self.settled.send_replace(true);
+        }
+        if !self.catching_up {
+            if let Some(target) = self.epochs.catch_up_due(now) {
+                self.catch_up(target);
+            }
+        }
+        if self.ticks % UPKEEP_TICKS == 0 {
+            self.membership.forget_old(now);
+            self.epochs.expire(now);
+            self.upkeep(now);
+        }
+    }
+
+    /// This node missed invalidations (a live member announced a higher
+    /// epoch for longer than the grace): clear everything, then take that
+    /// epoch.
+    fn catch_up(&mut self, target: u64) {
+        self.catching_up = true;
+        self.metrics.epoch_catch_ups.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            epoch = self.epochs.current(),
+            fleet_epoch = target,
+            "missed fleet invalidations; clearing the cache"
+        );
+        let responder = self.responder.clone();
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            responder.invalidate(&Invalidate::All);
+            responder.persist_epoch(target);
+            let _ = tx
+                .send(Command::Applied {
+                    epoch: target,
+                    ack: None,
+                })
+                .await;
+        });
+    }
+
+    /// Keeps at least [`TARGET_DEGREE`] connections: bootstrap addresses
+    /// (with backoff) while short of peers, then random live members.
+    fn upkeep(&mut self, now: Instant) {
+        let connected = self.swarm.connected_peers().count();
+        let alone = self.members.borrow().is_empty();
+        if connected < TARGET_DEGREE || alone {
+            for i in 0..self.bootstrap.len() {
+                let b = &self.bootstrap[i];
+                let up = b.peer.is_some_and(|p| self.swarm.is_connected(&p));
+                if up || b.dialing.is_some() || now < b.next_try {
+                    continue;
+                }
+                let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.bootstrap[i].dialing = Some(id),
+                    Err(e) => {
+                        tracing::debug!(addr = %self.bootstrap[i].addr, error = %e, "bootstrap dial refused");
+                        self.bootstrap_failed(i);
+                    }
+                }
+            }
+        }
+        if connected >= TARGET_DEGREE {
+            return;
+        }
+        // Random live members not connected: a random order from a
+        // freshly keyed hasher.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut candidates: Vec<(u64, PeerId)> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .map(|p| (hasher.hash_one(p), *p))
+            .collect();
+        candidates.sort_unstable();
+        for (_, peer) in candidates.into_iter().take(TARGET_DEGREE - connected) {
+            let addrs = self.membership.get(&peer).map(|m| m.addrs.clone()).unwrap_or_default();
+            self.dial_learned(peer, addrs);
+        }
+    }
+
+    fn bootstrap_failed(&mut self, i: usize) {
+        let b = &mut self.bootstrap[i];
+        b.dialing = None;
+        b.next_try = Instant::now() + b.backoff;
+        b.backoff = (b.backoff * 2).min(Duration::from_secs(60));
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Ask { peer, req, reply } => {
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond { channel, res } => {
+                let _ = self.swarm.behaviour_mut().rr.send_response(channel, res);
+            }
+            Command::Peers { reply } => {
+                let list = self
+                    .swarm
+                    .connected_peers()
+                    .map(|p| {
+                        let k = self.known.get(p);
+                        PeerInfo {
+                            peer_id: p.to_string(),
+                            addrs: k
+                                .map(|k| k.addrs.iter().map(|a| a.to_string()).collect())
+                                .unwrap_or_default(),
+                            agent: k.and_then(|k| k.agent.clone()),
+                            rtt_ms: k.and_then(|k| k.rtt).map(|d| d.as_millis() as u64),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Suspect { peer, reply } => {
+                let now = Instant::now();
+                if self.membership.suspect(&peer, now) {
+                    self.metrics.suspected.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, "ask failed; member out of the view until it announces again");
+                    self.refresh_view(now);
+                }
+                let _ = reply.send(());
+            }
+            Command::Members { reply } => {
+                let now = Instant::now();
+                let rows = self
+                    .membership
+                    .records()
+                    .map(|(p, m)| MemberRow {
+                        peer_id: *p,
+                        counters: m.counters.clone(),
+                        epoch: m.epoch,
+                        age_ms: now.saturating_duration_since(m.heard).as_millis() as u64,
+                        live: m.live(now),
+                    })
+                    .collect();
+                let _ = reply.send(rows);
+            }
+            Command::Invalidate { what, reply } => {
+                let now = Instant::now();
+                let id = random_id();
+                let expected = self.membership.live(now);
+                let (epoch, progress) = self.epochs.publish(id, expected, now);
+                self.metrics.epoch.store(epoch, Ordering::Relaxed);
+                self.responder.persist_epoch(epoch);
+                self.metrics.invalidations_published.fetch_add(1, Ordering::Relaxed);
+                self.publish(&Message::Invalidate(gossip::Invalidation {
+                    id,
+                    epoch,
+                    what: (&what).into(),
+                }));
+                let _ = reply.send((epoch, progress));
+            }
+            Command::Applied { epoch, ack } => {
+                self.epochs.applied(epoch);
+                self.metrics.epoch.store(self.epochs.current(), Ordering::Relaxed);
+                if ack.is_none() {
+                    self.catching_up = false;
+                }
+                if let Some((origin, id)) = ack {
+                    let epoch = self.epochs.current();
+                    self.publish(&Message::Ack(gossip::Ack {
+                        id,
+                        origin: origin.to_string(),
+                        epoch,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn dial_learned(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) || addrs.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
+    fn on_gossip(&mut self, message: gossipsub::Message) {
+        let Some(source) = message.source else { return };
+        if source == *self.swarm.local_peer_id() {
+            return;
+        }
+        let decoded = match gossip::decode(&message.data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%source, error = %e, "bad fleet message dropped");
+                return;
+            }
+        };
+        let now = Instant::now();
+        match decoded {
+            Message::Announce(a) => {
+                let addrs = gossip::addrs_of(&a);
+                let before = self.membership.get(&source).map(|m| m.addrs.clone());
+                match self.membership.heard(source, &a, addrs.clone(), now) {
+                    Heard::Stale => return,
+                    Heard::Left => tracing::info!(peer = %source, "member left"),
+                    Heard::Joined => tracing::info!(peer = %source, epoch = a.epoch, "member joined"),
+                    Heard::Refreshed => {}
+                }
+                if !a.leaving {
+                    if before.as_ref() != Some(&addrs) {
+                        // So that asks dial it on demand.
+                        for addr in addrs {
+                            self.swarm.add_peer_address(source, addr);
+                        }
+                    }
+                    self.epochs.heard_epoch(a.epoch, now);
+                }
+                self.refresh_view(now);
+            }
+            Message::Invalidate(i) => {
+                if !self.epochs.first_time(source, i.id) {
+                    return;
+                }
+                self.metrics.invalidations_applied.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(origin = %source, id = i.id, epoch = i.epoch, what = ?i.what, "fleet invalidation");
+                let responder = self.responder.clone();
+                let tx = self.self_tx.clone();
+                let what = Invalidate::from(&i.what);
+                tokio::spawn(async move {
+                    responder.invalidate(&what);
+                    responder.persist_epoch(i.epoch);
+                    let _ = tx
+                        .send(Command::Applied {
+                            epoch: i.epoch,
+                            ack: Some((source, i.id)),
+                        })
+                        .await;
+                });
+            }
+            Message::Ack(a) => {
+                if a.origin == self.swarm.local_peer_id().to_string() {
+                    self.epochs.acked(a.id, source);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "P2P listening");
+                self.publish_listen_addrs();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "P2P no longer listening");
+                self.publish_listen_addrs();
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                tracing::warn!(?addresses, ?reason, "P2P listener closed");
+                self.publish_listen_addrs();
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+                self.first_connected.get_or_insert_with(Instant::now);
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.dialing == Some(connection_id)) {
+                    b.dialing = None;
+                    b.peer = Some(peer_id);
+                    b.backoff = Duration::from_secs(1);
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    self.publish_connected();
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                self.metrics.connections_closed.fetch_add(1, Ordering::Relaxed);
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
+                    self.publish_connected();
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(i) = self.bootstrap.iter().position(|b| b.dialing == Some(connection_id)) {
+                    tracing::warn!(addr = %self.bootstrap[i].addr, %error, "bootstrap peer unreachable; retrying with backoff");
+                    self.bootstrap_failed(i);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error, send_back_addr, ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "inbound connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                let k = self.known.entry(peer_id).or_default();
+                k.addrs = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| !is_unspecified(a))
+                    .take(wire::MAX_ADDRS)
+                    .collect();
+                k.agent = Some(info.agent_version);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer, result: Ok(rtt), ..
+            })) => {
+                self.known.entry(peer).or_default().rtt = Some(rtt);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (p, a) in list {
+                    by_peer.entry(p).or_default().push(a);
+                }
+                // Enough for the gossip mesh: members are learned from
+                // announcements, not from connections.
+                let room = TARGET_DEGREE.saturating_sub(self.swarm.connected_peers().count());
+                for (p, addrs) in by_peer.into_iter().take(room) {
+                    self.dial_learned(p, addrs);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_rr(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
+                self.on_gossip(message)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { .. })) => {
+                self.announce_soon = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rr(&mut self, ev: request_response::Event<wire::Request, wire::Response>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => match request {
+                // Peer exchange is no longer asked for (membership travels
+                // on gossipsub); still answered, for nodes of the previous
+                // version during a rolling upgrade.
+                wire::Request::Peers => {
+                    let local = *self.swarm.local_peer_id();
+                    let list = self
+                        .swarm
+                        .connected_peers()
+                        .filter(|p| **p != peer && **p != local)
+                        .take(wire::MAX_PEERS)
+                        .map(|p| {
+                            let addrs = self
+                                .known
+                                .get(p)
+                                .map(|k| k.addrs.iter().map(|a| a.to_vec()).collect())
+                                .unwrap_or_default();
+                            (p.to_bytes(), addrs)
+                        })
+                        .collect();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, wire::Response::Peers(list));
+                }
+                wire::Request::Stats => {
+                    let mut s = self.responder.stats();
+                    s.peers = self.swarm.connected_peers().count() as u64;
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, wire::Response::Stats(s));
+                }
+                req @ wire::Request::Entry { .. } => {
+                    self.metrics.served.fetch_add(1, Ordering::Relaxed);
+                    let fut = self.responder.entry(req);
+                    let tx = self.self_tx.clone();
+                    tokio::spawn(async move {
+                        let res = fut.await;
+                        let _ = tx.send(Command::Respond { channel, res }).await;
+                    });
+                }
+            },
+            Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    tracing::debug!(%peer, %error, "ask failed");
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn is_unspecified(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// A random invalidation id: std's randomly keyed hasher (keys from the
+/// OS, a fresh one per call) over the time.
+fn random_id() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one((Instant::now(), std::process::id()))
+}

@@ -1,0 +1,271 @@
+//! The fleet-wide messages, published on one gossipsub topic ([`TOPIC`]):
+//! membership announcements, invalidations and their acknowledgements.
+//!
+//! ```text
+//! message      = JSON object, at most MAX_MESSAGE bytes, tagged by "t":
+//!   announce   {"t":"announce","addrs":[multiaddr..],"started_unix_ms","seq","epoch","counters":{..},"leaving"}
+//!   invalidate {"t":"invalidate","id","epoch","what":{"all"|"prefix":s|"repository":"o/r"|"paths":[{"path","tree"}..]}}
+//!   ack        {"t":"ack","id","origin":peer id,"epoch"}
+//! ```
+//!
+//! The sender of a message is gossipsub's signed `source` (the swarm
+//! publishes with `MessageAuthenticity::Signed` and validates strictly), so
+//! no message names its own sender and none can speak for another peer.
+//!
+//! Invariants: [`decode`] is a pure function of a byte slice: every input
+//! either decodes into a message whose every field is within its bound
+//! (addresses parse as multiaddrs, at most [`MAX_ADDRS`]; a prefix at most
+//! [`wire::MAX_STRING`] bytes; a repository shaped `owner/name` as the
+//! tools accept it; at most [`MAX_PATHS`] paths, each a GitHub API path as
+//! the tools accept it) or is an error, never a panic. Gossipsub refuses a
+//! message over [`MAX_MESSAGE`] before it reaches here.
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use super::wire;
+use crate::daemon::tools::{Invalidate, PathScope};
+
+/// The one gossipsub topic of the fleet.
+pub const TOPIC: &str = "/ghcache/fleet/1";
+/// Largest message on the topic (gossipsub's `max_transmit_size`).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most addresses in an announcement.
+pub const MAX_ADDRS: usize = wire::MAX_ADDRS;
+/// Most paths in one path-scoped invalidation (a webhook event makes a
+/// handful stale).
+pub const MAX_PATHS: usize = 64;
+
+/// A message on [`TOPIC`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// "I am here": sent every `membership::ANNOUNCE_EVERY`.
+    Announce(Announcement),
+    /// "Drop this, everyone."
+    Invalidate(Invalidation),
+    /// "I applied invalidation `id` of `origin`."
+    Ack(Ack),
+}
+
+/// A member's periodic announcement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Where it can be dialled.
+    pub addrs: Vec<String>,
+    /// When this run of the node started (Unix ms): with `seq`, orders a
+    /// member's announcements across restarts.
+    pub started_unix_ms: u64,
+    /// Counts up from 0 within one run.
+    pub seq: u64,
+    /// The invalidation epoch it has applied.
+    pub epoch: u64,
+    /// Its counters, for fleet stats.
+    pub counters: Counters,
+    /// It is shutting down: drop it from the view now.
+    #[serde(default)]
+    pub leaving: bool,
+    /// It has just joined and its view is not settled yet: a member, but
+    /// no key's owner (see `membership::SETTLE_AFTER_CONNECT`).
+    #[serde(default)]
+    pub joining: bool,
+}
+
+/// A member's counters, as `gh_get_cache_stats` shows them: the same
+/// record `/ghcache/entry/1` answers a `Stats` request with.
+pub type Counters = wire::StatsReply;
+
+/// A fleet-wide invalidation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Invalidation {
+    /// Random, chosen by the origin; acks name it.
+    pub id: u64,
+    /// The origin's epoch after this invalidation.
+    pub epoch: u64,
+    /// What to drop.
+    pub what: What,
+}
+
+/// [`Invalidate`] on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum What {
+    /// Everything.
+    All,
+    /// Every key starting with this.
+    Prefix(String),
+    /// Every key of repository `owner/name`.
+    Repository(String),
+    /// Every key reading one of these paths (or a path under a `tree`).
+    Paths(Vec<PathScope>),
+}
+
+impl From<&Invalidate> for What {
+    fn from(i: &Invalidate) -> What {
+        match i {
+            Invalidate::All => What::All,
+            Invalidate::Prefix(p) => What::Prefix(p.clone()),
+            Invalidate::Repository(r) => What::Repository(r.clone()),
+            Invalidate::Paths(p) => What::Paths(p.clone()),
+        }
+    }
+}
+
+impl From<&What> for Invalidate {
+    fn from(w: &What) -> Invalidate {
+        match w {
+            What::All => Invalidate::All,
+            What::Prefix(p) => Invalidate::Prefix(p.clone()),
+            What::Repository(r) => Invalidate::Repository(r.clone()),
+            What::Paths(p) => Invalidate::Paths(p.clone()),
+        }
+    }
+}
+
+/// An acknowledgement of an invalidation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The invalidation's id.
+    pub id: u64,
+    /// The Peer ID (text) of the invalidation's origin.
+    pub origin: String,
+    /// The acknowledging member's epoch after applying it.
+    pub epoch: u64,
+}
+
+/// Encodes a message (JSON).
+pub fn encode(m: &Message) -> Vec<u8> {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_vec(m).unwrap_or_default()
+}
+
+/// Decodes and checks a message from the topic (see the module docs).
+pub fn decode(bytes: &[u8]) -> Result<Message, String> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(format!("message of {} bytes (at most {MAX_MESSAGE})", bytes.len()));
+    }
+    let m: Message = serde_json::from_slice(bytes).map_err(|e| format!("bad fleet message: {e}"))?;
+    match &m {
+        Message::Announce(a) => {
+            if a.addrs.len() > MAX_ADDRS {
+                return Err(format!("{} addresses (at most {MAX_ADDRS})", a.addrs.len()));
+            }
+            for addr in &a.addrs {
+                addr.parse::<Multiaddr>()
+                    .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+            }
+        }
+        Message::Invalidate(i) => match &i.what {
+            What::All => {}
+            What::Prefix(p) if p.is_empty() || p.len() > wire::MAX_STRING => {
+                return Err(format!("prefix of {} bytes (1 to {})", p.len(), wire::MAX_STRING))
+            }
+            What::Prefix(_) => {}
+            What::Repository(r) => match r.split_once('/') {
+                Some((o, n)) if crate::daemon::tools::name_ok(o) && crate::daemon::tools::name_ok(n) => {}
+                _ => return Err(format!("repository must look like owner/name, got {r:?}")),
+            },
+            What::Paths(paths) => {
+                if paths.is_empty() || paths.len() > MAX_PATHS {
+                    return Err(format!("{} paths (1 to {MAX_PATHS})", paths.len()));
+                }
+                for scope in paths {
+                    if scope.path.len() > wire::MAX_STRING || !scope.path.starts_with('/') {
+                        return Err(format!("path {:?} is not an API path", scope.path));
+                    }
+                    crate::daemon::api_base::ApiPath::parse(&scope.path).map_err(|e| e.to_string())?;
+                }
+            }
+        },
+        Message::Ack(a) => {
+            a.origin
+                .parse::<PeerId>()
+                .map_err(|e| format!("bad origin {:?}: {e}", a.origin))?;
+        }
+    }
+    Ok(m)
+}
+
+/// The addresses of an announcement that parse (all of them, after
+/// [`decode`]).
+pub fn addrs_of(a: &Announcement) -> Vec<Multiaddr> {
+    a.addrs.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let msgs = [
+            Message::Announce(Announcement {
+                addrs: vec!["/ip4/127.0.0.1/tcp/9100".into()],
+                started_unix_ms: 1,
+                seq: 2,
+                epoch: 3,
+                counters: Counters {
+                    api_calls: 4,
+                    ..Default::default()
+                },
+                leaving: false,
+                joining: true,
+            }),
+            Message::Invalidate(Invalidation {
+                id: 9,
+                epoch: 4,
+                what: What::Repository("o/r".into()),
+            }),
+            Message::Invalidate(Invalidation {
+                id: 10,
+                epoch: 5,
+                what: What::All,
+            }),
+            Message::Ack(Ack {
+                id: 9,
+                origin: PeerId::random().to_string(),
+                epoch: 4,
+            }),
+        ];
+        for m in msgs {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_fields_are_refused() {
+        let bad = [
+            r#"{"t":"invalidate","id":1,"epoch":1,"what":{"repository":"../etc"}}"#.to_string(),
+            r#"{"t":"invalidate","id":1,"epoch":1,"what":{"prefix":""}}"#.to_string(),
+            format!(
+                r#"{{"t":"invalidate","id":1,"epoch":1,"what":{{"prefix":"{}"}}}}"#,
+                "x".repeat(wire::MAX_STRING + 1)
+            ),
+            r#"{"t":"ack","id":1,"origin":"not a peer","epoch":1}"#.to_string(),
+            r#"{"t":"announce","addrs":["nope"],"started_unix_ms":1,"seq":1,"epoch":1,"counters":{"lookups":0,"hits":0,"misses":0,"api_calls":0,"api_calls_saved":0,"peer_hits":0,"entries":0,"peers":0}}"#.to_string(),
+            r#"{"t":"other"}"#.to_string(),
+            "[]".to_string(),
+        ];
+        for b in bad {
+            assert!(decode(b.as_bytes()).is_err(), "{b}");
+        }
+        let many = Message::Announce(Announcement {
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into(); MAX_ADDRS + 1],
+            started_unix_ms: 0,
+            seq: 0,
+            epoch: 0,
+            counters: Counters::default(),
+            leaving: false,
+            joining: false,
+        });
+        assert!(decode(&encode(&many)).is_err());
+        assert!(decode(&vec![b' '; MAX_MESSAGE + 1]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
