@@ -41,13 +41,19 @@
 //! - [`p2p`]: the libp2p node: a key's owner among the peers is asked
 //!   before GitHub, in the leader's path only (see [`App::read`]).
 //! - [`shutdown`]: signals and sd_notify.
+//! - [`history`], [`activity`], [`hot_keys`]: what the dashboard shows
+//!   beside the counters (the last hour of reads, recent invalidations and
+//!   webhook deliveries, the hottest keys); each bounded.
 //! - [`ready`]: the ready file and sd_notify `READY=1`/`STATUS=`, naming
 //!   the bound addresses once both listeners are up.
 
+pub mod activity;
 pub mod api_base;
 pub mod budget;
 pub mod config;
 pub mod flags;
+pub mod history;
+pub mod hot_keys;
 pub mod http;
 pub mod jsonrpc;
 pub mod key_path;
@@ -174,6 +180,12 @@ pub struct App {
     pub hosts: http::guard::HostPolicy,
     /// The webhook receiver, when a webhook secret is configured.
     pub webhook: Option<webhook::Webhook>,
+    /// Reads over the last hour, for the dashboard's plots.
+    pub history: history::History,
+    /// Recent invalidations and webhook deliveries.
+    pub activity: activity::Activity,
+    /// The most read keys.
+    pub hot_keys: hot_keys::HotKeys,
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
@@ -264,6 +276,9 @@ impl App {
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
             webhook,
+            history: history::History::hour(),
+            activity: activity::Activity::default(),
+            hot_keys: hot_keys::HotKeys::default(),
             client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();
@@ -303,6 +318,22 @@ impl App {
             }
         }
         tracing::debug!(?what, dropped, "invalidated");
+        let scope = match what {
+            Invalidate::All => "everything".to_string(),
+            Invalidate::Prefix(p) => format!("keys starting {p}"),
+            Invalidate::Repository(r) => format!("repository {r}"),
+            Invalidate::Paths(scopes) => {
+                let shown: Vec<String> = scopes
+                    .iter()
+                    .map(|p| format!("{}{}", p.path, if p.tree { "/…" } else { "" }))
+                    .collect();
+                format!("paths {}", shown.join(", "))
+            }
+        };
+        self.activity.record(
+            activity::Kind::Invalidation,
+            format!("{scope}: {dropped} entries dropped"),
+        );
         dropped
     }
 
@@ -385,11 +416,17 @@ impl App {
         peers: bool,
         prior: Option<Arc<Entry>>,
     ) -> Result<Served, FetchFailed> {
+        let started = Instant::now();
         let result = self.read_inner(key, req, peers, prior).await;
         match &result {
             Ok(served) => self.metrics.served(served.mode),
             Err(_) => self.metrics.served_error(),
         }
+        let hit = matches!(&result, Ok(s) if s.mode == CacheMode::Hit);
+        let now = Instant::now();
+        self.history
+            .observe(now, now.saturating_duration_since(started), hit, result.is_err());
+        self.hot_keys.note(key);
         result
     }
 
