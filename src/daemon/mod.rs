@@ -681,7 +681,7 @@ impl App {
     /// The `aggregate` section of the stats: this node plus every connected
     /// peer that answers within [`PEER_STATS_TIMEOUT`]; the others are
     /// listed as unreachable.
-    async fn aggregate(&self) -> Value {
+    pub async fn aggregate(&self) -> Value {
         let Some(client) = self.p2p.borrow().clone() else {
             return Value::Null;
         };
