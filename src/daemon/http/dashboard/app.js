@@ -293,7 +293,8 @@ function renderFleet(f) {
     body.replaceChildren();
     return;
   }
-  $("fleet-summary").textContent = num(f.nodes) + " nodes answered (" + num(f.peers) + " peers connected); fleet hit rate " +
+  $("fleet-summary").textContent = num(f.nodes) + " nodes answered (" + num(f.peers) + (f.peers === 1 ? " peer" : " peers") +
+    " connected); fleet hit rate " +
     hitRate(f) + ", " + num(f.api_calls_saved) + " upstream requests saved.";
   const rows = (f.per_peer || []).map((p, i) => el("tr", {},
     el("td", { class: "key" }, p.peer_id + (i === 0 ? " (this node)" : "")),
