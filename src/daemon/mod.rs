@@ -19,7 +19,11 @@
 //!   and the key is deleted again if an invalidation overtook the put
 //!   (`App::persist_stored`).
 //! - **No lock held across `.await`.** The daemon's own shared state is
-//!   atomics (metrics, rate limit) and channels (store).
+//!   atomics (metrics, rate limit, the open interval of [`history`]),
+//!   channels (store), and leaf locks held only to update or copy one small
+//!   bounded value (client rates, the history ring, [`activity`],
+//!   [`hot_keys`], the dashboard's memo). On the read path, `hot_keys` only
+//!   tries its lock and the history ring is locked once per 10 s.
 //! - **No fetch that outlives its caller holding the flight.** The leader's
 //!   guard abandons the flight when its task is dropped; followers retry.
 //!
