@@ -394,6 +394,7 @@ const DAEMON_FLAGS: &[(&str, Option<&str>)] = &[
     ("metrics-require-token", None),
     ("allowed-hosts", Some("a.example,b.example:8080")),
     ("allowed-origins", Some("https://a.example")),
+    ("dashboard-repos", Some("octo/hello,o/r")),
     ("no-p2p", None),
     ("p2p", Some("false")),
     ("p2p-listen", Some("/ip4/127.0.0.1/tcp/0")),
@@ -467,6 +468,7 @@ fn every_daemon_flag_name_is_kept() {
     let c = ghcache::daemon::config::Config::from_args(all).unwrap();
     assert_eq!(c.listen.port(), 9001);
     assert_eq!(c.limits.client_upstream_per_minute, 600);
+    assert_eq!(c.dashboard_repos, ["octo/hello", "o/r"]);
     assert_eq!(c.cache.ttl.ttl(Operation::WorkflowRuns), Duration::from_secs(12));
     assert_eq!(c.cache.ttl.ttl(Operation::Api), Duration::from_secs(20));
     assert!(!c.p2p && !c.store && c.log_json && c.allow_no_token && c.metrics_require_token && c.mdns);

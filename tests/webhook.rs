@@ -148,6 +148,25 @@ async fn a_known_event_drops_exactly_its_scopes_and_the_next_read_goes_upstream(
 
     let m = d.metrics().await;
     assert_eq!((deliveries(&m, "accepted"), deliveries(&m, "duplicate")), (2, 1));
+
+    // The dashboard's activity log: each applied delivery (not the
+    // duplicate) after the invalidations it made.
+    let r = d.client.get(d.url("/api/dashboard")).send().await.unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let webhooks: Vec<&str> = v["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "webhook")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        webhooks,
+        [
+            "workflow_job (delivery-1): 2 entries dropped",
+            "workflow_job (delivery-2): 1 entries dropped"
+        ]
+    );
 }
 
 #[tokio::test]

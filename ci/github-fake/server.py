@@ -16,8 +16,8 @@ them):
 - A cursor list (`/repos/octo/hello/dependabot/alerts`): `after`/`before`
   cursors, `page` ignored, `Link` next with `after=CURSOR`, prev with
   `before=CURSOR`.
-- Object-wrapped lists (`{"total_count":..,"workflow_runs":[..]}`),
-  paginated the same way.
+- Object-wrapped lists (`{"total_count":..,"workflow_runs":[..]}`, and
+  `runners` of `/repos/octo/hello/actions/runners`), paginated the same way.
 - Media types from `Accept` (`application/vnd.github[.v3][.PARAM][+json]`):
   diff and patch of a pull, raw and html of a file, raw/text/html/full bodies
   of issues, pulls and comments; `X-GitHub-Media-Type` says which was served.
@@ -354,6 +354,11 @@ class Handler(BaseHTTPRequestHandler):
                 ids = w.run_ids()
                 page, links = self.page(len(ids), q, pairs, r + "/actions/runs")
                 return json_answer({"total_count": len(ids), "workflow_runs": [w.run(base, ids[i]) for i in page]},
+                                   headers=links)
+            if rest == ["actions", "runners"]:
+                runners = w.runners()
+                page, links = self.page(len(runners), q, pairs, r + "/actions/runners")
+                return json_answer({"total_count": len(runners), "runners": [runners[i] for i in page]},
                                    headers=links)
             if rest == ["dependabot", "alerts"]:
                 return self.cursor_list(w.alert_numbers(), q, pairs, r + "/dependabot/alerts",

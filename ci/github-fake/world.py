@@ -285,6 +285,20 @@ class World:
         return list(range(45, 0, -1))  # newest first
 
     @staticmethod
+    def runners():
+        """The repository's self-hosted runners, as GET .../actions/runners lists them."""
+        def labels(*names):
+            return [{"id": i + 1, "name": n, "type": "read-only" if i < 2 else "custom"} for i, n in enumerate(names)]
+        return [
+            {"id": 21, "name": "build-1", "os": "Linux", "status": "online", "busy": True,
+             "labels": labels("self-hosted", "Linux", "x64")},
+            {"id": 22, "name": "build-2", "os": "Linux", "status": "online", "busy": False,
+             "labels": labels("self-hosted", "Linux", "x64")},
+            {"id": 23, "name": "mac-1", "os": "macOS", "status": "offline", "busy": False,
+             "labels": labels("self-hosted", "macOS", "arm64")},
+        ]
+
+    @staticmethod
     def alert(base, k):
         r = f"{base}/repos/{FULL}"
         t = iso(EPOCH + datetime.timedelta(hours=k))

@@ -51,7 +51,8 @@ GitHub token: GITHUB_TOKEN, else GH_TOKEN, else `gh auth token`, else unauthenti
 MCP token (required on /mcp, /jsonrpc, /github when set): --mcp-token-file, else GHCACHE_MCP_TOKEN,
   else the systemd credential `mcp-token`, else --mcp-token.
 Swarm key: --swarm-key-file, else GHCACHE_SWARM_KEY, else derived from the GitHub token.
-Endpoints: POST /mcp, POST /jsonrpc, GET /github/<path>, GET /metrics, GET /healthz";
+Endpoints: POST /mcp, POST /jsonrpc, GET /github/<path>, GET /metrics, GET /healthz
+Dashboard: GET / (the page), GET /api/dashboard (its data, behind the same guard as /jsonrpc)";
 
 const CLIENT_AFTER_HELP: &str = "\
 The daemon: --url, else GHCACHE_URL, else the `listen` of the config file (--config, else

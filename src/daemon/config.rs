@@ -38,6 +38,7 @@
 //! | `max_entries` / `max_bytes` | 10000 / 256 MiB | cache bounds (the store keeps at most `max_entries`) |
 //! | `stale_grace_secs` | 86400 | how long past its TTL an entry may be revalidated or served stale |
 //! | `ttl_secs.<operation>` | see `Operation::default_ttl` | e.g. `ttl_secs.runners = 10` |
+//! | `dashboard_repos` | `[]` | repositories (`owner/name`, at most 20; flag: comma-separated) whose runners and latest workflow runs the dashboard at `GET /` shows |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -158,6 +159,8 @@ pub struct Config {
     pub limits: HttpLimits,
     /// The cache's settings.
     pub cache: CacheConfig,
+    /// Repositories whose runners and workflow runs the dashboard shows.
+    pub dashboard_repos: Vec<String>,
 }
 
 /// The HTTP surface's bounds (each refusal is counted on `/metrics` as
@@ -243,6 +246,7 @@ impl Default for Config {
             metrics_require_token: false,
             limits: HttpLimits::default(),
             cache: CacheConfig::default(),
+            dashboard_repos: Vec::new(),
         }
     }
 }
@@ -453,6 +457,16 @@ impl Config {
                     return Err(bad(key, format!("origin {o:?} must start with http:// or https://")));
                 }
                 self.allowed_origins = list.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect();
+            }
+            "dashboard_repos" => {
+                let list = raw.strings(key)?;
+                if list.len() > 20 {
+                    return Err(bad(key, format!("{} repositories; at most 20", list.len())));
+                }
+                if let Some(r) = list.iter().find(|r| !super::tools::is_repo_name(r)) {
+                    return Err(bad(key, format!("{r:?} is not owner/name")));
+                }
+                self.dashboard_repos = list;
             }
             _ => {
                 if let Some(op_name) = key.strip_prefix("ttl_secs.") {
@@ -702,6 +716,19 @@ mod tests {
         assert!(e.0.contains("`ttl_secs.nope`"), "{e}");
         let e = Config::default().apply_toml("listen = ").unwrap_err();
         assert!(!e.0.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn dashboard_repos() {
+        let c = Config::from_args(args("--dashboard-repos octo/hello,o/r")).unwrap();
+        assert_eq!(c.dashboard_repos, ["octo/hello", "o/r"]);
+        let mut c = Config::default();
+        c.apply_toml("dashboard_repos = [\"o/r\"]").unwrap();
+        assert_eq!(c.dashboard_repos, ["o/r"]);
+        for bad_list in ["--dashboard-repos o/../x", "--dashboard-repos nope"] {
+            let e = Config::from_args(args(bad_list)).unwrap_err();
+            assert!(e.0.contains("`dashboard_repos`") && e.0.contains("owner/name"), "{e}");
+        }
     }
 
     #[test]

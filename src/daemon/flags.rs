@@ -78,6 +78,9 @@ pub struct DaemonArgs {
     /// Once listening, write the bound addresses here (JSON; port 0 shows the real port)
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<String>,
+    /// Repositories (owner/name, at most 20) whose runners and workflow runs the dashboard at GET / shows
+    #[arg(long, value_name = "R[,R]")]
+    pub dashboard_repos: Option<String>,
     /// Keep the cache in memory only (same as --store false)
     #[arg(long)]
     pub no_store: bool,

@@ -118,15 +118,20 @@ fn mode_index(mode: CacheMode) -> usize {
 
 /// The routes whose latency is measured apart: the `route` label of
 /// `ghcache_http_request_duration_seconds`.
-pub const ROUTES: [&str; 5] = ["mcp", "jsonrpc", "github", "metrics", "other"];
+pub const ROUTES: [&str; 7] = ["mcp", "jsonrpc", "github", "webhook", "dashboard", "metrics", "other"];
 
 /// The `route` label of a request path.
 pub fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" | "/api/dashboard" => return "dashboard",
+        _ => {}
+    }
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     match first {
         "mcp" => "mcp",
         "jsonrpc" => "jsonrpc",
         "github" => "github",
+        "webhook" => "webhook",
         "metrics" => "metrics",
         _ => "other",
     }
@@ -153,7 +158,7 @@ pub struct Metrics {
     /// MCP sessions open now.
     pub mcp_sessions: AtomicU64,
     /// Time to each HTTP answer's headers, per [`ROUTES`] entry.
-    http_latency: [Histogram; 5],
+    http_latency: [Histogram; 7],
     /// Time from sending a GitHub request to its answer's headers.
     upstream_latency: Histogram,
 }
@@ -602,7 +607,10 @@ mod tests {
         assert_eq!(route_of("/mcp"), "mcp");
         assert_eq!(route_of("/jsonrpc"), "jsonrpc");
         assert_eq!(route_of("/metrics"), "metrics");
-        assert_eq!(route_of("/"), "other");
+        assert_eq!(route_of("/"), "dashboard");
+        assert_eq!(route_of("/api/dashboard"), "dashboard");
+        assert_eq!(route_of("/webhook"), "webhook");
+        assert_eq!(route_of("/favicon.ico"), "other");
         assert_eq!(route_of("/githubx"), "other");
     }
 }

@@ -19,7 +19,11 @@
 //!   and the key is deleted again if an invalidation overtook the put
 //!   (`App::persist_stored`).
 //! - **No lock held across `.await`.** The daemon's own shared state is
-//!   atomics (metrics, rate limit) and channels (store).
+//!   atomics (metrics, rate limit, the open interval of [`history`]),
+//!   channels (store), and leaf locks held only to update or copy one small
+//!   bounded value (client rates, the history ring, [`activity`],
+//!   [`hot_keys`], the dashboard's memo). On the read path, `hot_keys` only
+//!   tries its lock and the history ring is locked once per 10 s.
 //! - **No fetch that outlives its caller holding the flight.** The leader's
 //!   guard abandons the flight when its task is dropped; followers retry.
 //!
@@ -41,13 +45,19 @@
 //! - [`p2p`]: the libp2p node: a key's owner among the peers is asked
 //!   before GitHub, in the leader's path only (see [`App::read`]).
 //! - [`shutdown`]: signals and sd_notify.
+//! - [`history`], [`activity`], [`hot_keys`]: what the dashboard shows
+//!   beside the counters (the last hour of reads, recent invalidations and
+//!   webhook deliveries, the hottest keys); each bounded.
 //! - [`ready`]: the ready file and sd_notify `READY=1`/`STATUS=`, naming
 //!   the bound addresses once both listeners are up.
 
+pub mod activity;
 pub mod api_base;
 pub mod budget;
 pub mod config;
 pub mod flags;
+pub mod history;
+pub mod hot_keys;
 pub mod http;
 pub mod jsonrpc;
 pub mod key_path;
@@ -170,6 +180,12 @@ pub struct App {
     pub hosts: http::guard::HostPolicy,
     /// The webhook receiver, when a webhook secret is configured.
     pub webhook: Option<webhook::Webhook>,
+    /// Reads over the last hour, for the dashboard's plots.
+    pub history: history::History,
+    /// Recent invalidations and webhook deliveries.
+    pub activity: activity::Activity,
+    /// The most read keys.
+    pub hot_keys: hot_keys::HotKeys,
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
@@ -260,6 +276,9 @@ impl App {
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
             webhook,
+            history: history::History::hour(),
+            activity: activity::Activity::default(),
+            hot_keys: hot_keys::HotKeys::default(),
             client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();
@@ -299,6 +318,22 @@ impl App {
             }
         }
         tracing::debug!(?what, dropped, "invalidated");
+        let scope = match what {
+            Invalidate::All => "everything".to_string(),
+            Invalidate::Prefix(p) => format!("keys starting {p}"),
+            Invalidate::Repository(r) => format!("repository {r}"),
+            Invalidate::Paths(scopes) => {
+                let shown: Vec<String> = scopes
+                    .iter()
+                    .map(|p| format!("{}{}", p.path, if p.tree { "/…" } else { "" }))
+                    .collect();
+                format!("paths {}", shown.join(", "))
+            }
+        };
+        self.activity.record(
+            activity::Kind::Invalidation,
+            format!("{scope}: {dropped} entries dropped"),
+        );
         dropped
     }
 
@@ -404,11 +439,17 @@ impl App {
         peers: bool,
         prior: Option<Arc<Entry>>,
     ) -> Result<Served, FetchFailed> {
+        let started = Instant::now();
         let result = self.read_inner(key, req, peers, prior).await;
         match &result {
             Ok(served) => self.metrics.served(served.mode),
             Err(_) => self.metrics.served_error(),
         }
+        let hit = matches!(&result, Ok(s) if s.mode == CacheMode::Hit);
+        let now = Instant::now();
+        self.history
+            .observe(now, now.saturating_duration_since(started), hit, result.is_err());
+        self.hot_keys.note(key);
         result
     }
 
@@ -679,7 +720,7 @@ impl App {
     /// with the age of its counters; members silent past the failure bound
     /// are listed under `silent` (and `unreachable`) and left out of the
     /// totals.
-    async fn aggregate(&self) -> Value {
+    pub async fn aggregate(&self) -> Value {
         let Some(client) = self.p2p.borrow().clone() else {
             return Value::Null;
         };

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+pub use self::args::is_repo_name;
 pub(crate) use self::args::name_ok;
 use self::args::{Limit, Login, PathArg, QueryArg, RepoName, RunId, State, Text};
 pub use super::key_path::PathScope;

@@ -2,8 +2,9 @@
 //!
 //! The fake serves JSON for any path with a per-path ETag (`"v<version>"`),
 //! answers 304 to a matching `If-None-Match`, sends `x-ratelimit-*`
-//! headers, paginates `/repos/o/r/issues` (250 items, `Link` headers), and
-//! counts every request. Knobs: `down` (503 for everything), `remaining`
+//! headers, paginates `/repos/o/r/issues` (250 items, `Link` headers),
+//! lists one runner for any `…/actions/runners` and two workflow runs for
+//! any `…/actions/runs`, and counts every request. Knobs: `down` (503 for everything), `remaining`
 //! (the quota it reports; 0 makes it answer 403 like GitHub), `reset_in_secs`,
 //! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes; a
 //! request answers with the version current when it arrived), `hold`
@@ -169,6 +170,13 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
         Value::Array(items)
     } else if path.ends_with("/actions/runners") {
         json!({"total_count": 1, "runners": [{"id": 1, "name": "r1", "status": "online"}]})
+    } else if path.ends_with("/actions/runs") {
+        let run = |id: u64, conclusion: &str, title: &str| {
+            json!({"id": id, "name": "CI", "display_title": title, "run_number": id, "event": "push",
+                   "status": "completed", "conclusion": conclusion, "head_branch": "main",
+                   "actor": {"login": "tester"}, "html_url": format!("https://github.com{path}/{id}")})
+        };
+        json!({"total_count": 2, "workflow_runs": [run(2, "success", "fix the build"), run(1, "failure", "break the build")]})
     } else if path == "/missing" {
         return (StatusCode::NOT_FOUND, rate, "{\"message\":\"Not Found\"}").into_response();
     } else if path == "/user" {

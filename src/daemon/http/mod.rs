@@ -8,13 +8,17 @@
 //! | `POST /webhook` | GitHub webhook deliveries → invalidations ([`webhook`]; authenticated by their HMAC signature, not the token) |
 //! | `GET /metrics` | OpenMetrics text (behind the token with `metrics_require_token`) |
 //! | `GET /healthz` | `ok` |
+//! | `GET /` | the dashboard page ([`dashboard`]) |
+//! | `GET /api/dashboard` | the dashboard's data, JSON ([`dashboard`]) |
 //!
-//! Every route checks `Host`; `/mcp`, `/jsonrpc` and `/github` also check
-//! `Origin` and the bearer token and bound their bodies ([`guard`]).
+//! Every route checks `Host`; `/mcp`, `/jsonrpc`, `/github` and
+//! `/api/dashboard` also check `Origin` and the bearer token and bound
+//! their bodies ([`guard`]).
 //! Connections are capped and timed out in [`serve`]. Every answer carries
 //! `X-Content-Type-Options: nosniff`. The limits and what each refusal
 //! answers are listed in `docs/security.md`.
 
+pub mod dashboard;
 pub mod guard;
 pub mod proxy;
 pub mod serve;
@@ -61,6 +65,7 @@ pub fn router(app: Arc<App>, mcp_cancel: CancellationToken) -> Router {
         .route("/jsonrpc", post(jsonrpc))
         .route("/github/{*path}", any(proxy::proxy))
         .route("/github", any(proxy::proxy))
+        .merge(dashboard::data())
         .merge(mcp)
         .layer(middleware::from_fn_with_state(app.clone(), guard::guard))
         .layer(DefaultBodyLimit::max(limit));
@@ -70,6 +75,7 @@ pub fn router(app: Arc<App>, mcp_cancel: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/webhook", post(webhook::webhook))
+        .merge(dashboard::pages())
         .merge(metrics)
         .merge(guarded)
         .layer(middleware::from_fn_with_state(app.clone(), guard::check_host))

@@ -129,6 +129,7 @@ async fn deliver(app: &App, request: Request) -> (Outcome, Response) {
     let payload = payload.as_deref().unwrap_or(&body);
     match events::map(event, payload) {
         Ok(Mapped::Ignored) => {
+            record(app, event, delivery, "not in the event table, nothing invalidated");
             let answer = json!({"ignored": true, "event": event, "delivery": delivery,
                 "message": "event not in the table (docs/webhooks.md): nothing invalidated"});
             (
@@ -163,10 +164,21 @@ async fn deliver(app: &App, request: Request) -> (Outcome, Response) {
                 })
                 .collect();
             tracing::debug!(event, delivery, dropped = total, "webhook applied");
+            record(app, event, delivery, &format!("{total} entries dropped"));
             let answer = json!({"event": event, "delivery": delivery, "invalidated": applied, "dropped": total});
             (Outcome::Accepted, (StatusCode::OK, json_body(&answer)).into_response())
         }
     }
+}
+
+/// A verified delivery, new and applied (or ignored), in the dashboard's
+/// activity log; its invalidations are there too, through `App::invalidate`.
+fn record(app: &App, event: &str, delivery: Option<&str>, outcome: &str) {
+    let id = delivery.unwrap_or("no delivery id");
+    app.activity.record(
+        crate::daemon::activity::Kind::Webhook,
+        format!("{event} ({id}): {outcome}"),
+    );
 }
 
 /// One invalidation as JSON, in the words of `gh_invalidate_cache`.

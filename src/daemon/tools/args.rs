@@ -58,12 +58,20 @@ pub(crate) fn name_ok(s: &str) -> bool {
         && s != ".."
 }
 
+/// Is `repo` an `owner/name` the tools accept (as [`RepoName`])?
+pub fn is_repo_name(repo: &str) -> bool {
+    repo.split_once('/').is_some_and(|(o, r)| name_ok(o) && name_ok(r))
+}
+
 checked_string!(
     /// `owner/name`.
     RepoName,
-    |s| match s.split_once('/') {
-        Some((o, r)) if name_ok(o) && name_ok(r) => Ok(()),
-        _ => Err(format!("`repo` must look like owner/name, got {:?}", truncate(s))),
+    |s| {
+        if is_repo_name(s) {
+            Ok(())
+        } else {
+            Err(format!("`repo` must look like owner/name, got {:?}", truncate(s)))
+        }
     },
     {
         "type": "string",
