@@ -28,6 +28,12 @@
 //!   guard abandons the flight when its task is dropped; followers retry.
 //!
 //! # Modules
+//! - this file: [`App`], what it holds, the read path ([`App::read`]:
+//!   cache, then the key's owner, then GitHub) and [`App::invalidate`];
+//!   `peers.rs`: the fleet side of `App` (asking owners, answering peers,
+//!   fleet stats, fleet-wide invalidation); `calls.rs`: running a tool
+//!   call, stats and metrics; [`clock`]: the daemon's clock; `run.rs`:
+//!   [`spawn`] and [`Running`].
 //! - [`config`]: flags, TOML, environment.
 //! - [`upstream`]: the GitHub client.
 //! - [`tools`]: the tools, shared by [`mcp`] and [`jsonrpc`].
@@ -54,6 +60,8 @@
 pub mod activity;
 pub mod api_base;
 pub mod budget;
+mod calls;
+pub mod clock;
 pub mod config;
 pub mod flags;
 pub mod history;
@@ -64,98 +72,37 @@ pub mod key_path;
 pub mod mcp;
 pub mod metrics;
 pub mod p2p;
+mod peers;
 pub mod private_fs;
 pub mod ready;
 pub mod response;
+mod run;
 pub mod shutdown;
 pub mod store;
 pub mod tools;
 pub mod upstream;
 pub mod webhook;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{
     Begin, Cache, CacheKey, CacheMode, Clock, ETag, Entry, Event, FetchFailed, Fetched, FlightOutcome, Origin, Served,
-    Timestamp, Via,
+    Via,
 };
 use crate::sync::StdArc as Arc;
+pub use clock::DaemonClock;
 use config::Config;
+pub use run::{spawn, Running};
 
 use metrics::Metrics;
 use store::{Store, StoredEntry};
 use tools::{Invalidate, RpcError, ToolCall};
 use upstream::{Request, Upstream, UpstreamError};
-
-/// The daemon's clock: monotonic, with its origin set far enough in the past
-/// that entries loaded from disk can carry their real (earlier) fetch time,
-/// and mapped to wall-clock time for the store. Tests can move it forward.
-#[derive(Debug)]
-pub struct DaemonClock {
-    start: Instant,
-    start_unix_ms: u64,
-    skew_ms: AtomicU64,
-}
-
-impl DaemonClock {
-    /// Readings start here (one year in ms), so a loaded entry up to a year
-    /// old still maps to a timestamp.
-    pub const OFFSET_MS: u64 = 365 * 24 * 3600 * 1000;
-
-    /// A clock starting now.
-    pub fn new() -> DaemonClock {
-        DaemonClock {
-            start: Instant::now(),
-            start_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            skew_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Moves the clock (and its wall-clock mapping) forward: for tests.
-    pub fn advance(&self, d: Duration) {
-        self.skew_ms.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-    }
-
-    /// The wall-clock time (Unix ms) of a reading.
-    pub fn to_unix_ms(&self, t: Timestamp) -> u64 {
-        self.start_unix_ms
-            .saturating_add(t.as_millis())
-            .saturating_sub(Self::OFFSET_MS)
-    }
-
-    /// The reading of a wall-clock time (Unix ms), saturating at the origin
-    /// and clamped to now: a time in the future (the wall clock went back
-    /// between the run that stored it and this one, or a damaged record)
-    /// reads as now, so an entry is never fresh for longer than its TTL.
-    pub fn from_unix_ms(&self, unix_ms: u64) -> Timestamp {
-        let t = Timestamp::from_millis(
-            unix_ms
-                .saturating_add(Self::OFFSET_MS)
-                .saturating_sub(self.start_unix_ms),
-        );
-        t.min(self.now())
-    }
-}
-
-impl Default for DaemonClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for DaemonClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = self.start.elapsed().as_millis() as u64;
-        Timestamp::from_millis(Self::OFFSET_MS + elapsed + self.skew_ms.load(Ordering::SeqCst))
-    }
-}
 
 /// Everything a request handler needs; shared by all of them.
 pub struct App {
@@ -335,29 +282,6 @@ impl App {
             format!("{scope}: {dropped} entries dropped"),
         );
         dropped
-    }
-
-    /// Applies an invalidation here ([`App::invalidate`]), then, while P2P
-    /// runs, publishes it to the fleet and waits (at most
-    /// [`p2p::invalidation::ACK_WAIT`]) for every live member to apply it.
-    /// Returns the entries dropped here and the fleet's report (`None`:
-    /// P2P off, this node is the fleet).
-    pub async fn invalidate_fleet(&self, what: &Invalidate) -> (usize, Option<Result<p2p::FleetReport, String>>) {
-        let dropped = self.invalidate(what);
-        let client = self.p2p.borrow().clone();
-        let Some(client) = client else {
-            return (dropped, None);
-        };
-        let report = client.invalidate(what, p2p::invalidation::ACK_WAIT).await;
-        match &report {
-            Ok(r) if !r.missing.is_empty() => {
-                tracing::warn!(?what, missing = ?r.missing, applied = r.applied, members = r.members,
-                    "fleet invalidation: some members did not acknowledge in time")
-            }
-            Ok(r) => tracing::debug!(?what, members = r.members, "fleet invalidation applied everywhere"),
-            Err(e) => tracing::warn!(?what, error = %e, "fleet invalidation not published"),
-        }
-        (dropped, Some(report))
     }
 
     fn persist(&self, key: &CacheKey, entry: &Entry) {
@@ -548,478 +472,5 @@ impl App {
             }
         }
         Ok(())
-    }
-
-    /// Asks the owner of `key` for it, when the P2P node runs and the owner
-    /// is another peer. `None`: fetch it yourself.
-    async fn ask_owner(&self, key: &CacheKey, req: &Request) -> Option<Entry> {
-        let client = self.p2p.borrow().clone()?;
-        let wire_req = p2p::wire::Request::Entry {
-            key: key.as_str().to_string(),
-            path: req.path.clone(),
-            query: req.query.clone(),
-            shape: match req.shape {
-                upstream::Shape::Single | upstream::Shape::Response => p2p::wire::WireShape::Single,
-                upstream::Shape::Array => p2p::wire::WireShape::Array,
-                upstream::Shape::Field("runners") => p2p::wire::WireShape::Runners,
-                upstream::Shape::Field(_) => p2p::wire::WireShape::WorkflowRuns,
-            },
-            limit: req.limit.map(|l| l.min(u32::MAX as usize - 1) as u32),
-        };
-        let m = &client.metrics;
-        // A node that has just joined waits (briefly) for its view, rather
-        // than owning every key while it knows no one.
-        client.settled().await;
-        // An owner that cannot be reached leaves this node's view, and the
-        // key's next owner (the one every member that saw the same failure
-        // picks) is asked once; then GitHub.
-        for _ in 0..2 {
-            let owner = client.owner(key);
-            if owner == client.local_peer_id() {
-                return None;
-            }
-            m.asked.fetch_add(1, Ordering::Relaxed);
-            let result = match client.ask_retrying(owner, wire_req.clone()).await {
-                Ok(res) => self.entry_from_peer(key, res),
-                Err(e) => {
-                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner unreachable; asking the next owner");
-                    client.suspect(owner).await;
-                    continue;
-                }
-            };
-            return match result {
-                Ok(entry) => {
-                    m.received.fetch_add(1, Ordering::Relaxed);
-                    Some(entry)
-                }
-                Err(e) => {
-                    m.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner did not answer; asking GitHub");
-                    None
-                }
-            };
-        }
-        None
-    }
-
-    /// Checks a peer's answer: the key it names, the status, the body size
-    /// and the ETag's form; the TTL is at most ours.
-    pub fn entry_from_peer(&self, key: &CacheKey, res: p2p::wire::Response) -> Result<Entry, String> {
-        let p2p::wire::Response::Entry {
-            key: k,
-            status,
-            etag,
-            age_ms,
-            ttl_ms,
-            body,
-        } = res
-        else {
-            return Err(match res {
-                p2p::wire::Response::Error(e) => format!("owner failed: {e}"),
-                _ => "unexpected answer".into(),
-            });
-        };
-        if k != key.as_str() {
-            return Err("answer is for another key".into());
-        }
-        if !(100..=599).contains(&status) {
-            return Err(format!("bad status {status}"));
-        }
-        if body.len() > self.config.cache.max_bytes {
-            return Err("body too large".into());
-        }
-        let etag = match etag {
-            None => None,
-            Some(t) => Some(ETag::new(&t).ok_or("malformed ETag")?),
-        };
-        let ttl = Duration::from_millis(ttl_ms).min(self.cache.ttl(key.operation()));
-        let now = self.cache.now();
-        Ok(Entry {
-            status,
-            body: body.into(),
-            etag,
-            fetched_at: now.saturating_sub(Duration::from_millis(age_ms).min(ttl)),
-            ttl,
-            origin: Origin::Peer,
-        })
-    }
-
-    /// Answers a peer's entry request: through the single flight with peers
-    /// off, so concurrent demand from the whole fleet makes one upstream
-    /// call and an owner never forwards.
-    pub async fn serve_peer(&self, req: p2p::wire::Request) -> p2p::wire::Response {
-        use p2p::wire::{Response, WireShape};
-        let p2p::wire::Request::Entry {
-            key,
-            path,
-            query,
-            shape,
-            limit,
-        } = req
-        else {
-            return Response::Error("not an entry request".into());
-        };
-        let key = match CacheKey::parse(&key) {
-            Ok(k) => k,
-            Err(e) => return Response::Error(format!("bad key: {e}")),
-        };
-        let mut req = Request {
-            path,
-            query,
-            shape: match shape {
-                WireShape::Single => upstream::Shape::Single,
-                WireShape::Array => upstream::Shape::Array,
-                WireShape::WorkflowRuns => upstream::Shape::Field("workflow_runs"),
-                WireShape::Runners => upstream::Shape::Field("runners"),
-            },
-            limit: limit.map(|l| l as usize),
-            ..Request::default()
-        };
-        // The request must be the one its key names (a peer cannot file
-        // one path under another's key); the shape follows the operation.
-        match tools::key_of(key.operation(), &req) {
-            Some((expected, shape)) if expected.as_str() == key.as_str() => req.shape = shape,
-            _ => return Response::Error("the request does not match its key".into()),
-        }
-        match self.read_with(&key, &req, false).await {
-            // A stale answer is not worth spreading: the asker has its own.
-            Ok(served) if served.mode == CacheMode::Stale => Response::Error("only a stale entry".into()),
-            Ok(served) => Response::Entry {
-                key: key.as_str().to_string(),
-                status: served.entry.status,
-                etag: served.entry.etag.as_ref().map(|t| t.as_str().to_string()),
-                age_ms: served.entry.age(self.cache.now()).as_millis() as u64,
-                ttl_ms: served.entry.ttl.as_millis() as u64,
-                body: served.entry.body.to_vec(),
-            },
-            Err(e) => Response::Error(e.to_string()),
-        }
-    }
-
-    /// This node's counters, as peers get them.
-    pub fn stats_reply(&self) -> p2p::wire::StatsReply {
-        let s = self.cache.stats();
-        p2p::wire::StatsReply {
-            lookups: s.lookups,
-            hits: s.hits,
-            misses: s.misses,
-            api_calls: s.api_calls,
-            api_calls_saved: s.api_calls_saved,
-            peer_hits: s.peer_hits,
-            entries: s.entries,
-            peers: {
-                let client = self.p2p.borrow().clone();
-                client.map_or(0, |c| c.connected().len() as u64)
-            },
-        }
-    }
-
-    /// The `aggregate` section of the stats, from the counters members
-    /// last announced (no peer is asked): this node, then each live member
-    /// with the age of its counters; members silent past the failure bound
-    /// are listed under `silent` (and `unreachable`) and left out of the
-    /// totals.
-    pub async fn aggregate(&self) -> Value {
-        let Some(client) = self.p2p.borrow().clone() else {
-            return Value::Null;
-        };
-        let mine = self.stats_reply();
-        let rows = client.member_rows().await;
-        let row = |id: String, s: &p2p::gossip::Counters, age_ms: u64, epoch: u64| {
-            json!({"peer_id": id, "api_calls": s.api_calls, "api_calls_saved": s.api_calls_saved, "hits": s.hits,
-                   "misses": s.misses, "peer_hits": s.peer_hits, "lookups": s.lookups, "entries": s.entries, "peers": s.peers,
-                   "age_ms": age_ms, "epoch": epoch})
-        };
-        let my_epoch = client.metrics.epoch.load(crate::sync::Ordering::Relaxed);
-        let mut per_peer = vec![row(client.local_peer_id().to_string(), &mine, 0, my_epoch)];
-        let mut total = mine.clone();
-        let mut silent = Vec::new();
-        for m in rows {
-            if m.live {
-                let s = &m.counters;
-                total.api_calls += s.api_calls;
-                total.api_calls_saved += s.api_calls_saved;
-                total.hits += s.hits;
-                total.misses += s.misses;
-                total.peer_hits += s.peer_hits;
-                total.lookups += s.lookups;
-                total.entries += s.entries;
-                per_peer.push(row(m.peer_id.to_string(), s, m.age_ms, m.epoch));
-            } else {
-                silent.push(json!({"peer_id": m.peer_id.to_string(), "age_ms": m.age_ms,
-                                   "error": format!("silent for {} ms", m.age_ms)}));
-            }
-        }
-        json!({
-            "nodes": per_peer.len(),
-            "members": per_peer.len(),
-            "peers": client.connected().len(),
-            "epoch": my_epoch,
-            "silent_after_ms": p2p::membership::SILENT_AFTER.as_millis() as u64,
-            "api_calls": total.api_calls,
-            "api_calls_saved": total.api_calls_saved,
-            "hits": total.hits,
-            "misses": total.misses,
-            "peer_hits": total.peer_hits,
-            "lookups": total.lookups,
-            "entries": total.entries,
-            "per_peer": per_peer,
-            "unreachable": silent.clone(),
-            "silent": silent,
-        })
-    }
-
-    /// The JSON answer of a read tool.
-    fn read_result(&self, key: &CacheKey, served: &Served) -> Value {
-        let body = if key.operation() == crate::core::Operation::Api {
-            response::Response::decode(served.entry.status, &served.entry.body).body
-        } else {
-            served.entry.body.clone()
-        };
-        let data = serde_json::from_slice::<Value>(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-        json!({
-            "cache_mode": served.mode.as_str(),
-            "status": served.entry.status,
-            "age_secs": served.entry.age(self.cache.now()).as_secs(),
-            "etag": served.entry.etag.as_ref().map(|t| t.as_str()),
-            "origin": served.entry.origin,
-            "data": data,
-        })
-    }
-
-    /// Runs a validated tool call; errors carry JSON-RPC codes.
-    pub async fn call(&self, call: ToolCall) -> Result<Value, RpcError> {
-        match call {
-            ToolCall::Stats => {
-                let mut v = self.stats_json();
-                v["aggregate"] = self.aggregate().await;
-                Ok(v)
-            }
-            ToolCall::ListPeers => {
-                let client = self.p2p.borrow().clone();
-                match client {
-                    None => Ok(json!({"running": false, "peer_id": null, "peers": []})),
-                    Some(c) => {
-                        let peers = c.peers().await;
-                        let members: Vec<String> = c.members().iter().map(|p| p.to_string()).collect();
-                        Ok(
-                            json!({"running": true, "peer_id": c.local_peer_id().to_string(), "count": peers.len(),
-                                  "peers": peers, "member_count": members.len() + 1, "members": members,
-                                  "owner_count": c.owner_count()}),
-                        )
-                    }
-                }
-            }
-            ToolCall::Invalidate(what) => {
-                let (removed, fleet) = self.invalidate_fleet(&what).await;
-                let mut v = match &what {
-                    Invalidate::All => json!({"invalidated": removed, "pattern": "*"}),
-                    Invalidate::Prefix(p) => json!({"invalidated": removed, "pattern": p}),
-                    Invalidate::Repository(r) => json!({"invalidated": removed, "repo": r}),
-                    Invalidate::Paths(scopes) => {
-                        json!({"invalidated": removed, "paths": key_path::scopes_text(scopes)})
-                    }
-                };
-                match fleet {
-                    Some(Ok(r)) => {
-                        v["members"] = json!(r.members);
-                        v["applied"] = json!(r.applied);
-                        v["missing"] = json!(r.missing.iter().map(|p| p.to_string()).collect::<Vec<_>>());
-                        v["epoch"] = json!(r.epoch);
-                    }
-                    Some(Err(e)) => {
-                        v["members"] = json!(1);
-                        v["applied"] = json!(1);
-                        v["missing"] = json!([]);
-                        v["fleet_error"] = json!(e);
-                    }
-                    None => {
-                        v["members"] = json!(1);
-                        v["applied"] = json!(1);
-                        v["missing"] = json!([]);
-                    }
-                }
-                Ok(v)
-            }
-            ToolCall::AuthStatus => {
-                let source = format!("{:?}", self.config.token_source);
-                if !self.upstream.authenticated() {
-                    return Ok(json!({"authenticated": false, "token_source": source, "cache_mode": null}));
-                }
-                let key = CacheKey::new(crate::core::Operation::AuthStatus, [("path", Some("/user"))]);
-                let served = self
-                    .read(&key, &Request::single("/user"))
-                    .await
-                    .map_err(|e| self.read_error(&e))?;
-                let mut v = self.read_result(&key, &served);
-                v["authenticated"] = json!(served.entry.status == 200);
-                v["token_source"] = json!(source);
-                v["login"] = v["data"]["login"].clone();
-                Ok(v)
-            }
-            ToolCall::Read(key, req) => {
-                let served = self.read(&key, &req).await.map_err(|e| self.read_error(&e))?;
-                let mut v = self.read_result(&key, &served);
-                if key.operation() == crate::core::Operation::RateLimit {
-                    v["observed"] = json!(self.upstream.rate_limit());
-                }
-                if served.entry.status >= 400 {
-                    return Err(RpcError {
-                        code: -32000,
-                        message: format!("GitHub answered {}", served.entry.status),
-                        data: Some(v),
-                    });
-                }
-                Ok(v)
-            }
-        }
-    }
-
-    fn read_error(&self, e: &FetchFailed) -> RpcError {
-        let (status, body) = match upstream_error(e) {
-            Some(u) => (Some(u.http_status()), serde_json::from_slice::<Value>(&u.body).ok()),
-            None => (None, None),
-        };
-        RpcError {
-            code: -32000,
-            message: e.to_string(),
-            data: Some(json!({"status": status, "github": body})),
-        }
-    }
-
-    /// The `gh_get_cache_stats` result: the core's snapshot, plus top-level
-    /// `peer_id` (null while P2P is off), upstream and store state.
-    pub fn stats_json(&self) -> Value {
-        let stats = self.cache.stats();
-        let mut v = serde_json::to_value(&stats).unwrap_or_else(|_| json!({}));
-        v["peer_id"] = json!(stats.p2p.peer_id);
-        v["p2p_requested"] = json!(self.config.p2p);
-        v["rate_limit"] = json!(self.upstream.rate_limit());
-        v["store"] = match &self.store {
-            Some(store) => {
-                let mut s = json!(store.stats());
-                s["path"] = json!(self.config.store_path().display().to_string());
-                s["error"] = json!(store.last_error());
-                s
-            }
-            None => Value::Null,
-        };
-        v["uptime_secs"] = json!(self.started.elapsed().as_secs());
-        v["upstream_requests"] = json!(self.metrics.upstream_total());
-        v
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics_text(&self) -> String {
-        let stats = self.cache.stats();
-        let store = self.store.as_ref().map(Store::stats);
-        let mut out = metrics::Exposition::default();
-        self.metrics
-            .expose(&mut out, &stats, &self.upstream.rate_limit(), store.as_ref());
-        self.p2p_metrics.expose(&mut out);
-        out.encode()
-    }
-}
-
-/// A daemon serving HTTP, as started by [`spawn`].
-pub struct Running {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The shared state.
-    pub app: Arc<App>,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
-    mcp_cancel: CancellationToken,
-}
-
-/// Binds `app.config.listen` and serves. Returns once listening;
-/// [`Running::addr`] is the address bound (the port the kernel chose when
-/// `listen` asks for port 0).
-pub async fn spawn(app: App) -> Result<Running, String> {
-    let listener = tokio::net::TcpListener::bind(app.config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", app.config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(app);
-    let mcp_cancel = CancellationToken::new();
-    let router = http::router(app.clone(), mcp_cancel.clone());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve::serve(
-        listener,
-        router,
-        app.config.limits.clone(),
-        app.metrics.clone(),
-        stopped,
-    ));
-    if app.webhook.is_some() {
-        tracing::info!("webhooks on: POST /webhook verifies X-Hub-Signature-256 with the webhook secret");
-    } else {
-        tracing::info!(
-            "webhooks off: POST /webhook answers 404 (set --webhook-secret-file FILE or GHCACHE_WEBHOOK_SECRET to turn it on)"
-        );
-    }
-    tracing::info!(%addr, github = %app.config.github_api_url, "ghcache daemon listening");
-    Ok(Running {
-        addr,
-        app,
-        stop,
-        server,
-        mcp_cancel,
-    })
-}
-
-impl Running {
-    /// Graceful stop: stop accepting, let in-flight requests finish within
-    /// `drain`, then flush the store (bounded too).
-    pub async fn shutdown(self, drain: Duration) {
-        let _ = self.stop.send(true);
-        self.mcp_cancel.cancel(); // ends MCP sessions and their SSE streams
-        if tokio::time::timeout(drain, self.server).await.is_err() {
-            tracing::warn!(?drain, "in-flight requests did not finish in time; dropping them");
-        }
-        if let Some(store) = &self.app.store {
-            if tokio::time::timeout(Duration::from_secs(3), store.close())
-                .await
-                .is_err()
-            {
-                tracing::warn!("store flush timed out");
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::Freshness;
-
-    #[test]
-    fn wall_times_from_the_future_read_as_now() {
-        let clock = DaemonClock::new();
-        let now_unix = clock.to_unix_ms(clock.now());
-        // Round trip for the past.
-        let past = clock.from_unix_ms(now_unix - 10_000);
-        assert!(clock.now().since(past) >= Duration::from_secs(10));
-        // A record stamped a day ahead (the wall clock went back since):
-        // clamped to now, so it is fresh for its TTL and no longer.
-        let ahead = clock.from_unix_ms(now_unix + 24 * 3600 * 1000);
-        assert!(ahead <= clock.now(), "{ahead} > {}", clock.now());
-        let entry = Entry {
-            status: 200,
-            body: bytes::Bytes::from_static(b"{}"),
-            etag: None,
-            fetched_at: ahead,
-            ttl: Duration::from_secs(60),
-            origin: Origin::Disk,
-        };
-        assert_eq!(entry.freshness(clock.now(), Duration::ZERO), Freshness::Fresh);
-        clock.advance(Duration::from_secs(61));
-        assert_ne!(entry.freshness(clock.now(), Duration::ZERO), Freshness::Fresh);
-        // Extremes neither panic nor overflow.
-        assert!(clock.from_unix_ms(u64::MAX) <= clock.now());
-        assert_eq!(clock.from_unix_ms(0), Timestamp::ZERO);
-        let _ = clock.to_unix_ms(Timestamp::from_millis(u64::MAX));
     }
 }
