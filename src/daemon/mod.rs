@@ -167,6 +167,8 @@ pub struct App {
     pub p2p_metrics: Arc<p2p::P2pMetrics>,
     /// Which `Host` names the HTTP surface accepts.
     pub hosts: http::guard::HostPolicy,
+    /// The proxy's recent answers, built once per entry and base.
+    pub replays: http::replay::Replays,
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
@@ -255,6 +257,7 @@ impl App {
             p2p: tokio::sync::watch::Sender::new(None),
             p2p_metrics: Arc::new(p2p::P2pMetrics::default()),
             hosts,
+            replays: http::replay::Replays::default(),
             client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();
@@ -824,6 +827,7 @@ pub async fn spawn(app: App) -> Result<Running, String> {
     let server = tokio::spawn(http::serve::serve(
         listener,
         router,
+        app.clone(),
         app.config.limits.clone(),
         app.metrics.clone(),
         stopped,

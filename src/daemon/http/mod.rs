@@ -16,6 +16,7 @@
 
 pub mod guard;
 pub mod proxy;
+pub mod replay;
 pub mod serve;
 pub mod sessions;
 
