@@ -17,7 +17,7 @@
 //! the client reached it (`http://<Host>/github`), so clients that follow
 //! `next` or `url` fields stay on the cache; what is stored stays GitHub's
 //! bytes. The `Host` used was checked by the guard. The rewritten answer
-//! of an entry is built once per base ([`replay`](super::replay)).
+//! of an entry is built once per `Host` ([`replay`](super::replay)).
 //!
 //! **Reads skip the router**: the accept loop hands GET and HEAD without a
 //! body to [`read_direct`], which applies the router's checks for
@@ -54,7 +54,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::guard::{error_json, has_body, refuse_client, refuse_host, token_matches};
-use super::replay::{is_json, put_header, rewrite_urls};
+use super::replay::{base_of, is_json, put_header, rewrite_urls};
 use crate::core::Served;
 use crate::daemon::tools::{api_read, parse_query, Invalidate, Variant};
 use crate::daemon::upstream::{ClientToken, ErrorKind, DEFAULT_API_VERSION};
@@ -119,13 +119,13 @@ async fn handle(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body
     let Some(query) = parse_query(uri.query().unwrap_or("")) else {
         return error_json(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    let base = proxy_base(headers);
+    let host = proxy_host(headers);
     let token = match client_token(app, headers) {
         Ok(t) => t,
         Err(why) => return error_json(StatusCode::UNAUTHORIZED, &format!("Bad credentials: {why}")),
     };
     if method != Method::GET && method != Method::HEAD {
-        return write(app, method.clone(), path, &query, headers, token, body, &base).await;
+        return write(app, method.clone(), path, &query, headers, token, body, &base_of(host)).await;
     }
     let variant = match variant_of(headers, token) {
         Ok(v) => v,
@@ -146,20 +146,19 @@ async fn handle(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body
             &served,
             headers,
             method == Method::HEAD,
-            &base,
+            host,
             variant.credential.as_ref().map(|t| t.partition.as_str()),
         ),
-        Err(e) => failure(app, &e, &base),
+        Err(e) => failure(app, &e, &base_of(host)),
     }
 }
 
-/// The proxy's base as this client reached it.
-fn proxy_base(headers: &HeaderMap) -> String {
-    let host = headers
+/// The `Host` this client reached the proxy at (checked by the guard).
+fn proxy_host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/github")
+        .unwrap_or("localhost")
 }
 
 /// The client's own GitHub token, if it sent one (module docs): from
@@ -319,16 +318,17 @@ const RATE_LIMIT_HEADERS: [HeaderName; 4] = [
 ];
 
 /// What the daemon knows now of the quota of the token that asked
-/// (`partition`: a client's own; `None`: the daemon's), as GitHub names it.
+/// (`partition`: a client's own; `None`: the daemon's), as GitHub names it;
+/// appended, as `out` holds no `X-RateLimit-*` (a replay never does).
 fn rate_limit_headers(app: &App, partition: Option<&str>, out: &mut HeaderMap) {
     let rate = app.upstream.rate_limit_of(partition);
     if let Some(resource) = rate.resource {
-        out.insert("x-ratelimit-resource", HeaderValue::from_static(resource));
+        out.append("x-ratelimit-resource", HeaderValue::from_static(resource));
     }
     let figures = [rate.limit, rate.remaining, rate.used, rate.reset];
     for (slot, (name, value)) in RATE_LIMIT_HEADERS.into_iter().zip(figures).enumerate() {
         if let Some(v) = value {
-            out.insert(name, figure_value(slot, v));
+            out.append(name, figure_value(slot, v));
         }
     }
 }
@@ -360,17 +360,17 @@ fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response 
 }
 
 /// A cached answer, replayed (module docs): the entry's [`Replay`] for
-/// this base, plus what is this request's own.
+/// this `Host`, plus what is this request's own.
 fn answer(
     app: &App,
     served: &Served,
     request: &HeaderMap,
     head: bool,
-    base: &str,
+    host: &str,
     partition: Option<&str>,
 ) -> Response {
     let entry = &served.entry;
-    let replay = app.replays.get(entry, app.upstream.base().as_str(), base);
+    let replay = app.replays.get(entry, app.upstream.base().as_str(), host);
     let not_modified = entry.etag.as_ref().is_some_and(|tag| {
         request
             .get(header::IF_NONE_MATCH)
@@ -383,7 +383,7 @@ fn answer(
     }
     rate_limit_headers(app, partition, &mut headers);
     let (name, value) = cache_mode_header(served.mode.as_str());
-    headers.insert(name, value);
+    headers.append(name, value);
     let (status, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, Bytes::new())
     } else {
@@ -394,8 +394,8 @@ fn answer(
         return with_headers(status, headers, Body::empty());
     }
     // As axum answers a `Bytes` body that names no type.
-    if !headers.contains_key(header::CONTENT_TYPE) {
-        headers.insert(
+    if !replay.typed {
+        headers.append(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );

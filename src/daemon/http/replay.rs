@@ -1,4 +1,4 @@
-//! A cached answer as the proxy replays it, built once per entry and base.
+//! A cached answer as the proxy replays it, built once per entry and `Host`.
 //!
 //! What `GET /github/…` answers from a cache entry depends on three things:
 //! the entry (GitHub's status, kept headers and body, in the
@@ -10,8 +10,9 @@
 //! holds what they make (status, rewritten header block, rewritten body)
 //! and [`Replays`] keeps the recent ones: decoding the envelope, checking
 //! every header and scanning and copying the body happen once per entry
-//! and base instead of once per answer. The per-request facts are added
-//! to a copy of the header block by the proxy on every answer.
+//! and `Host` instead of once per answer. The per-request facts are added
+//! to a copy of the header block by the proxy on every answer; a replay
+//! never holds those headers, even when an entry carries them.
 //!
 //! Invariants:
 //! - **A replay is found only for the entry it was built from.** A slot
@@ -20,8 +21,9 @@
 //!   equal pointers mean the same entry. An entry replaced in the cache (a
 //!   refetch, a 304's new freshness, an invalidation) is a new allocation
 //!   and misses.
-//! - **A replay is found only for the base it was rewritten to**: the base
-//!   is part of the slot's identity, compared in full.
+//! - **A replay is found only for the `Host` it was rewritten for** (the
+//!   base is `http://<Host>/github`): the `Host` is part of the slot's
+//!   identity, compared in full.
 //! - **The table never chooses what is served.** The read path has already
 //!   picked the entry for this request's key (its credential partition,
 //!   its freshness); the table only saves rebuilding bytes from that entry.
@@ -54,11 +56,11 @@ pub const MAX_BODY: usize = 128 * 1024;
 /// block so that adding them does not grow it.
 pub const PER_ANSWER_HEADERS: usize = 8;
 
-/// One entry's answer for one base (module docs).
+/// One entry's answer for one `Host` (module docs).
 #[derive(Debug)]
 pub struct Replay {
     entry: Weak<Entry>,
-    base: Box<str>,
+    host: Box<str>,
     /// GitHub's status.
     pub status: StatusCode,
     /// GitHub's kept headers (`Link` and `Location` rewritten) and the
@@ -66,15 +68,21 @@ pub struct Replay {
     pub headers: HeaderMap,
     /// The body, rewritten when it is JSON.
     pub body: Bytes,
+    /// Whether `headers` name a content type.
+    pub typed: bool,
 }
 
 impl Replay {
     /// Builds the replay of `entry` for a client that reached the proxy at
-    /// `base`, with URLs under `upstream_base` rewritten.
-    pub fn build(entry: &Arc<Entry>, upstream_base: &str, base: &str) -> Replay {
+    /// `host`, with URLs under `upstream_base` rewritten to its base.
+    pub fn build(entry: &Arc<Entry>, upstream_base: &str, host: &str) -> Replay {
+        let base = &base_of(host);
         let stored = response::Response::decode(entry.status, &entry.body);
         let mut headers = HeaderMap::with_capacity(stored.headers.len() + PER_ANSWER_HEADERS);
         for (name, value) in &stored.headers {
+            if is_per_answer(name) {
+                continue;
+            }
             let rewrite = matches!(name.as_str(), "link" | "location");
             put_header(&mut headers, name, value, rewrite, upstream_base, base);
         }
@@ -87,16 +95,17 @@ impl Replay {
             stored.body
         };
         Replay {
+            typed: headers.contains_key(header::CONTENT_TYPE),
             entry: Arc::downgrade(entry),
-            base: base.into(),
+            host: host.into(),
             status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
             headers,
             body,
         }
     }
 
-    fn is_for(&self, entry: &Arc<Entry>, base: &str) -> bool {
-        std::ptr::eq(self.entry.as_ptr(), Arc::as_ptr(entry)) && *self.base == *base
+    fn is_for(&self, entry: &Arc<Entry>, host: &str) -> bool {
+        std::ptr::eq(self.entry.as_ptr(), Arc::as_ptr(entry)) && *self.host == *host
     }
 }
 
@@ -122,26 +131,38 @@ impl Default for Replays {
 }
 
 impl Replays {
-    /// The replay of `entry` for `base`: the kept one, or one built now
+    /// The replay of `entry` for `host`: the kept one, or one built now
     /// (and kept when its body is small enough).
-    pub fn get(&self, entry: &Arc<Entry>, upstream_base: &str, base: &str) -> Arc<Replay> {
-        let slot = &self.slots[self.slot_of(entry, base)];
-        if let Some(replay) = lock(slot).as_ref().filter(|r| r.is_for(entry, base)) {
+    pub fn get(&self, entry: &Arc<Entry>, upstream_base: &str, host: &str) -> Arc<Replay> {
+        let slot = &self.slots[self.slot_of(entry, host)];
+        if let Some(replay) = lock(slot).as_ref().filter(|r| r.is_for(entry, host)) {
             return replay.clone();
         }
-        let replay = Arc::new(Replay::build(entry, upstream_base, base));
+        let replay = Arc::new(Replay::build(entry, upstream_base, host));
         if replay.body.len() <= MAX_BODY {
             *lock(slot) = Some(replay.clone());
         }
         replay
     }
 
-    fn slot_of(&self, entry: &Arc<Entry>, base: &str) -> usize {
+    fn slot_of(&self, entry: &Arc<Entry>, host: &str) -> usize {
         let mut h = self.hasher.build_hasher();
         (Arc::as_ptr(entry) as usize).hash(&mut h);
-        base.hash(&mut h);
+        host.hash(&mut h);
         (h.finish() as usize) % self.slots.len()
     }
+}
+
+/// Is `name` (lowercase) a header the proxy writes on every answer from
+/// what it knows then (`X-RateLimit-*`, `X-Cache-Mode`), so never one a
+/// replay holds, whatever an entry (a peer's, say) carries?
+fn is_per_answer(name: &str) -> bool {
+    name.starts_with("x-ratelimit-") || name == "x-cache-mode"
+}
+
+/// The proxy's base as a client that sent `Host: host` reached it.
+pub fn base_of(host: &str) -> String {
+    format!("http://{host}/github")
 }
 
 /// Replaces every absolute URL under the API root (`from`) in `bytes` by
@@ -251,41 +272,65 @@ mod tests {
     fn a_replay_is_rewritten_for_its_base_and_kept() {
         let replays = Replays::default();
         let e = entry(&format!(r#"{{"url":"{UPSTREAM}/repos/o/r"}}"#));
-        let a = replays.get(&e, UPSTREAM, "http://127.0.0.1:1/github");
+        let a = replays.get(&e, UPSTREAM, "127.0.0.1:1");
         assert_eq!(body(&a), r#"{"url":"http://127.0.0.1:1/github/repos/o/r"}"#);
         assert_eq!(a.headers["link"], "<http://127.0.0.1:1/github/x?page=2>; rel=\"next\"");
         assert_eq!(a.headers["etag"], "\"e1\"");
-        assert!(Arc::ptr_eq(&a, &replays.get(&e, UPSTREAM, "http://127.0.0.1:1/github")));
+        assert!(Arc::ptr_eq(&a, &replays.get(&e, UPSTREAM, "127.0.0.1:1")));
         // Another Host gets its own base, and the first keeps its own.
-        let b = replays.get(&e, UPSTREAM, "http://localhost:1/github");
+        let b = replays.get(&e, UPSTREAM, "localhost:1");
         assert_eq!(body(&b), r#"{"url":"http://localhost:1/github/repos/o/r"}"#);
-        let a_again = replays.get(&e, UPSTREAM, "http://127.0.0.1:1/github");
+        let a_again = replays.get(&e, UPSTREAM, "127.0.0.1:1");
         assert_eq!(body(&a_again), body(&a));
     }
 
     #[test]
     fn a_replay_serves_only_the_entry_it_was_built_from() {
         let replays = Replays::default();
-        let base = "http://127.0.0.1:1/github";
+        let host = "127.0.0.1:1";
         // Entries of the same size, each dropped before the next is made,
         // so the allocator would hand out the same address again were a
         // replay not holding on to its entry's allocation.
         for i in 0..100 {
             let e = entry(&format!(r#"{{"n":{i:03}}}"#));
-            let r = replays.get(&e, UPSTREAM, base);
+            let r = replays.get(&e, UPSTREAM, host);
             assert_eq!(body(&r), format!(r#"{{"n":{i:03}}}"#));
             drop((e, r));
         }
     }
 
     #[test]
+    fn headers_written_per_answer_are_never_replayed() {
+        let stored = response::Response {
+            status: 200,
+            headers: vec![
+                ("x-ratelimit-remaining".into(), Bytes::from_static(b"1")),
+                ("x-cache-mode".into(), Bytes::from_static(b"hit")),
+                ("x-github-media-type".into(), Bytes::from_static(b"github.v3")),
+            ],
+            body: Bytes::from_static(b"[]"),
+        };
+        let e = Arc::new(Entry::new(
+            stored.encode(),
+            None,
+            crate::core::Timestamp::ZERO,
+            std::time::Duration::from_secs(60),
+            crate::core::Origin::Peer,
+        ));
+        let r = Replays::default().get(&e, UPSTREAM, "127.0.0.1:1");
+        let names: Vec<_> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-github-media-type"]);
+        assert!(!r.typed);
+    }
+
+    #[test]
     fn large_bodies_are_built_per_answer_not_kept() {
         let replays = Replays::default();
         let e = entry(&format!(r#"{{"x":"{}"}}"#, "y".repeat(MAX_BODY)));
-        let base = "http://127.0.0.1:1/github";
+        let host = "127.0.0.1:1";
         assert!(!Arc::ptr_eq(
-            &replays.get(&e, UPSTREAM, base),
-            &replays.get(&e, UPSTREAM, base)
+            &replays.get(&e, UPSTREAM, host),
+            &replays.get(&e, UPSTREAM, host)
         ));
     }
 }
