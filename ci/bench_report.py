@@ -246,7 +246,8 @@ def render(work):
     o.append(
         f"`ci/bench-daemon`: wrk -t2, {ng['secs'] if ng else '?'} s per row, against nginx "
         f"(2 workers) serving the same {bytes_['bytes'] if bytes_ else '?'}-byte JSON body "
-        "as a static file; the daemon with `--no-store --no-p2p` in front of `ci/fake_github.py`.\n"
+        "as a static file (the proxy's answer: GitHub's headers replayed and the body's 37 absolute URLs "
+        "rewritten to the proxy's base); the daemon with `--no-store --no-p2p` in front of `ci/fake_github.py`.\n"
     )
     body = []
     if ng:

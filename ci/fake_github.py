@@ -16,6 +16,14 @@ COUNT = 0
 LOCK = threading.Lock()
 
 
+URL_FIELDS = (
+    "forks keys collaborators teams hooks issue_events events assignees branches tags blobs "
+    "git_tags git_refs trees statuses languages stargazers contributors subscribers subscription "
+    "commits git_commits comments issue_comment contents compare merges archive downloads issues "
+    "pulls milestones notifications labels releases deployments"
+).split()
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -44,8 +52,14 @@ class Handler(BaseHTTPRequestHandler):
         elif path.endswith("/actions/runners"):
             doc = {"total_count": 1, "runners": [{"id": 1, "name": "r1", "status": "online"}]}
         else:
-            # About the size of a real repository answer (~6 KB).
-            doc = {"path": path, "full_name": path.removeprefix("/repos/"), "description": "x" * 6000}
+            # About the size and shape of a real repository answer (~6 KB,
+            # its *_url fields absolute URLs under this API root, which a
+            # proxy in front rewrites to its own base).
+            base = "http://%s:%d%s" % (*self.server.server_address[:2], path)
+            doc = {"path": path, "full_name": path.removeprefix("/repos/"), "url": base}
+            for name in URL_FIELDS:
+                doc[name + "_url"] = base + "/" + name
+            doc["description"] = "x" * 3250
         body = json.dumps(doc).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

@@ -440,3 +440,75 @@ async fn a_spent_quota_is_counted_once_per_window() {
     let metrics = d.metrics().await;
     assert!(metrics.contains("ghcache_ratelimit_exhausted_total 1"), "{metrics}");
 }
+
+/// Status, headers but `date`, and body of an answer.
+async fn seen(r: reqwest::Response) -> (u16, Vec<(String, String)>, Bytes) {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(n, _)| n.as_str() != "date")
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, r.bytes().await.unwrap())
+}
+
+/// A GET or HEAD without a body skips the router (the accept loop answers
+/// it directly); with a body it goes through the router's layers. Both
+/// must answer the same, refusals included.
+#[tokio::test]
+async fn reads_answer_the_same_with_or_without_the_router() {
+    for mcp_token in [None, Some("mcp-secret")] {
+        let (_fake, d) = start_with("/api/v3", mcp_token).await;
+        let url = d.url("/github/repos/o/r");
+        let mut warm = d.client.get(&url);
+        if let Some(token) = mcp_token {
+            warm = warm.bearer_auth(token);
+        }
+        let warm = warm.send().await.unwrap();
+        assert_eq!(warm.status(), 200);
+        let etag = warm.headers()["etag"].to_str().unwrap().to_string();
+        let etag = etag.as_str();
+        let variants: Vec<(Method, Vec<(&str, &str)>)> = vec![
+            (Method::GET, vec![]),
+            (Method::HEAD, vec![]),
+            (Method::GET, vec![("origin", "https://evil.example")]),
+            (Method::GET, vec![("origin", "http://localhost:3000")]),
+            (Method::GET, vec![("host", "evil.example")]),
+            (Method::HEAD, vec![("host", "evil.example")]),
+            (Method::GET, vec![("host", "localhost")]),
+            (Method::GET, vec![("if-none-match", etag)]),
+            (Method::GET, vec![("accept", "application/vnd.github.diff")]),
+            (Method::GET, vec![("x-github-api-version", "yesterday")]),
+            (Method::GET, vec![("authorization", "token client-token")]),
+            (Method::GET, vec![("authorization", "Bearer mcp-secret")]),
+            (
+                Method::GET,
+                vec![("authorization", "Bearer mcp-secret"), ("host", "localhost")],
+            ),
+            (Method::GET, vec![("authorization", "Digest x")]),
+        ];
+        for (method, headers) in variants {
+            let mut answers = Vec::new();
+            // The first fills the variant's entry; the two after it are compared.
+            for with_body in [false, false, true] {
+                let mut r = d.client.request(method.clone(), &url);
+                for (name, value) in &headers {
+                    r = r.header(*name, *value);
+                }
+                if with_body {
+                    r = r.body("{}");
+                }
+                answers.push(seen(r.send().await.unwrap()).await);
+            }
+            assert_eq!(answers[1], answers[2], "{method} {headers:?}, mcp token {mcp_token:?}");
+            assert!(
+                answers[1]
+                    .1
+                    .contains(&("x-content-type-options".into(), "nosniff".into())),
+                "{method} {headers:?}"
+            );
+        }
+    }
+}

@@ -143,7 +143,9 @@ impl CacheKey {
                 sorted.insert(name, value);
             }
         }
-        let mut text = String::from(op.name());
+        let escaped_len: usize = sorted.iter().map(|(n, v)| n.len() + v.as_ref().len() + 2).sum();
+        let mut text = String::with_capacity(op.name().len() + 1 + escaped_len);
+        text.push_str(op.name());
         text.push(':');
         for (i, (name, value)) in sorted.iter().enumerate() {
             if i > 0 {
@@ -320,14 +322,17 @@ impl Hasher for PassThroughHasher {
 }
 
 fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '&' => out.push_str("%26"),
-            '=' => out.push_str("%3D"),
-            c => out.push(c),
-        }
+    let mut rest = text;
+    while let Some(at) = rest.find(['%', '&', '=']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'%' => "%25",
+            b'&' => "%26",
+            _ => "%3D",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
 fn unescape(text: &str) -> Result<String, KeyError> {

@@ -88,6 +88,11 @@ impl ApiPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The path text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// Every `%XX` in `segment` must be well formed and decode to a byte that

@@ -133,6 +133,8 @@ pub struct App {
     pub activity: activity::Activity,
     /// The most read keys.
     pub hot_keys: hot_keys::HotKeys,
+    /// The proxy's recent answers, built once per entry and base.
+    pub replays: http::replay::Replays,
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
@@ -226,6 +228,7 @@ impl App {
             history: history::History::hour(),
             activity: activity::Activity::default(),
             hot_keys: hot_keys::HotKeys::default(),
+            replays: http::replay::Replays::default(),
             client_rates,
             partition_key: {
                 let rng = ring::rand::SystemRandom::new();

@@ -29,6 +29,7 @@ pub async fn spawn(app: App) -> Result<Running, String> {
     let server = tokio::spawn(http::serve::serve(
         listener,
         router,
+        app.clone(),
         app.config.limits.clone(),
         app.metrics.clone(),
         stopped,

@@ -466,7 +466,7 @@ impl Tool for ListPullRequests {
 /// the one rule for every path a client gives, in the proxy and every tool.
 pub fn clean_path(path: &str) -> Result<String, RpcError> {
     super::api_base::ApiPath::parse(path)
-        .map(|p| p.as_str().to_string())
+        .map(super::api_base::ApiPath::into_string)
         .map_err(|e| RpcError::invalid_params(format!("`path` must be a GitHub API path like /repos/o/r: {e}")))
 }
 

@@ -56,14 +56,24 @@ impl HostPolicy {
         if !crate::daemon::config::valid_authority(host) {
             return false;
         }
-        let host = host.to_ascii_lowercase();
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
-            None => host.split(':').next().unwrap_or_default().to_string(),
+        // The name without its port; compared without case (the listed
+        // names are lowercase), with no copy in the usual case.
+        let name: std::borrow::Cow<str> = match host.strip_prefix('[') {
+            Some(v6) => match v6.find(']') {
+                Some(end) => host[..end + 2].into(),
+                None => format!("[{v6}]").into(),
+            },
+            None => host.split(':').next().unwrap_or_default().into(),
         };
-        let listed = self.allowed.iter().any(|a| *a == host || *a == name);
+        let listed = self
+            .allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(&name));
         if self.loopback_listener {
-            listed || matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            listed
+                || ["localhost", "127.0.0.1", "[::1]"]
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&name))
         } else {
             listed || self.allowed.is_empty()
         }
@@ -82,12 +92,20 @@ pub fn error_json(status: StatusCode, message: &str) -> Response {
 
 /// Outer layer, every route: the `Host` check.
 pub async fn check_host(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    if !host.is_some_and(|h| app.hosts.allows(h)) {
-        app.metrics.refused(Refusal::Host);
-        return error_json(StatusCode::FORBIDDEN, "host not allowed");
+    if let Some(refusal) = refuse_host(&app, request.headers()) {
+        return refusal;
     }
     next.run(request).await
+}
+
+/// The `Host` check alone: `None` when the request may pass.
+pub fn refuse_host(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if host.is_some_and(|h| app.hosts.allows(h)) {
+        return None;
+    }
+    app.metrics.refused(Refusal::Host);
+    Some(error_json(StatusCode::FORBIDDEN, "host not allowed"))
 }
 
 fn is_loopback_origin(origin: &str) -> bool {
@@ -157,16 +175,7 @@ pub async fn metrics_guard(State(app): State<Arc<App>>, request: Request, next: 
 /// within its size and time bounds, then the handler inside an upstream
 /// budget scope.
 pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let ok = origin
-            .to_str()
-            .is_ok_and(|o| origin_allowed(o, &app.config.allowed_origins));
-        if !ok {
-            app.metrics.refused(Refusal::Origin);
-            return error_json(StatusCode::FORBIDDEN, "origin not allowed");
-        }
-    }
-    if let Some(refusal) = check_token(&app, request.headers()) {
+    if let Some(refusal) = refuse_client(&app, request.headers()) {
         return refusal;
     }
     let request = match read_body(&app, request).await {
@@ -177,16 +186,36 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
     budget::scope(app.config.limits.max_upstream_per_request, client, next.run(request)).await
 }
 
+/// The `Origin` and token checks of [`guard`]: `None` when the request
+/// may pass.
+pub fn refuse_client(app: &App, headers: &HeaderMap) -> Option<Response> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| origin_allowed(o, &app.config.allowed_origins));
+        if !ok {
+            app.metrics.refused(Refusal::Origin);
+            return Some(error_json(StatusCode::FORBIDDEN, "origin not allowed"));
+        }
+    }
+    check_token(app, headers)
+}
+
+/// Does the request come with a body (which [`guard`] reads within its
+/// bounds before the handler runs)?
+pub fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Reads the body whole (when there is one) within `max_body_bytes` and
 /// `http_body_timeout_ms`, so a slow or endless body cannot hold a
 /// handler.
 async fn read_body(app: &App, request: Request) -> Result<Request, Response> {
     let headers = request.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if !has_body {
+    if !has_body(headers) {
         return Ok(request);
     }
     let limit = app.config.max_body_bytes;

@@ -21,6 +21,7 @@
 pub mod dashboard;
 pub mod guard;
 pub mod proxy;
+pub mod replay;
 pub mod serve;
 pub mod sessions;
 pub mod webhook;

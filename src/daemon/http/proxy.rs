@@ -12,11 +12,17 @@
 //! plus `X-Cache-Mode`. No header is invented: a `Link` is GitHub's or
 //! absent. `X-RateLimit-*` say what the daemon knows of its quota now.
 //!
-//! **URLs are rewritten per answer**: every absolute URL under the API root
-//! in `Link` and in a JSON body is rewritten to this proxy's base as the
-//! client reached it (`http://<Host>/github`), so clients that follow
+//! **URLs are rewritten per `Host`**: every absolute URL under the API
+//! root in `Link` and in a JSON body is rewritten to this proxy's base as
+//! the client reached it (`http://<Host>/github`), so clients that follow
 //! `next` or `url` fields stay on the cache; what is stored stays GitHub's
-//! bytes. The `Host` used was checked by the guard.
+//! bytes. The `Host` used was checked by the guard. The rewritten answer
+//! of an entry is built once per `Host` ([`replay`](super::replay)).
+//!
+//! **Reads skip the router**: the accept loop hands GET and HEAD without a
+//! body to [`read_direct`], which applies the router's checks for
+//! `/github` itself; everything else comes through the router to
+//! [`proxy`].
 //!
 //! **Credentials**: a request with its own GitHub token
 //! (`Authorization: token …` / `Bearer …` / `Basic` with the token as
@@ -39,36 +45,89 @@
 //! rewritten as above); a successful write under `/repos/<o>/<r>` drops
 //! every cached entry of that repository.
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
+use std::net::IpAddr;
+
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::guard::{error_json, token_matches};
+use super::guard::{error_json, has_body, refuse_client, refuse_host, token_matches};
+use super::replay::{base_of, is_json, put_header, rewrite_urls};
 use crate::core::Served;
-use crate::daemon::response;
 use crate::daemon::tools::{api_read, parse_query, Invalidate, Variant};
-use crate::daemon::upstream::{is_json_type, ClientToken, ErrorKind, DEFAULT_API_VERSION};
-use crate::daemon::{upstream_error, App};
+use crate::daemon::upstream::{ClientToken, ErrorKind, DEFAULT_API_VERSION};
+use crate::daemon::{budget, upstream_error, App};
 use crate::sync::StdArc as Arc;
 
-/// Answers one `/github/…` request (module docs).
-pub async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+/// Answers one `/github/…` request (module docs), as the router hands it
+/// over (after the guard has read and bounded its body).
+pub async fn proxy(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, app.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}")),
+    };
+    handle(&app, &parts.method, &parts.uri, &parts.headers, body).await
+}
+
+/// Is `request` one the accept loop answers with [`read_direct`] rather
+/// than through the router: a GET or HEAD of `/github` or `/github/<path>`
+/// without a body (the proxy's cached reads, its hot path).
+pub fn is_direct_read<B>(request: &axum::http::Request<B>) -> bool {
+    let path = request.uri().path();
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && (path == "/github" || (path.len() > "/github/".len() && path.starts_with("/github/")))
+        && !has_body(request.headers())
+}
+
+/// A read that [`is_direct_read`], answered without the router's layers
+/// but with what they do for `/github`, in their order: the `Host` check,
+/// then `Origin` and the token, the handler inside the upstream budget
+/// scope of the client's address, `X-Content-Type-Options: nosniff`, and a
+/// HEAD answer's body dropped after its length is set.
+pub async fn read_direct(app: Arc<App>, request: axum::http::request::Parts, client: IpAddr) -> Response {
+    let refused = refuse_host(&app, &request.headers).or_else(|| refuse_client(&app, &request.headers));
+    let mut response = match refused {
+        Some(refusal) => refusal,
+        None => {
+            let units = app.config.limits.max_upstream_per_request;
+            let handled = handle(&app, &request.method, &request.uri, &request.headers, Bytes::new());
+            budget::scope(units, Some(client), handled).await
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if request.method == Method::HEAD {
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            if let Some(len) = response.body().size_hint().exact() {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        *response.body_mut() = Body::empty();
+    }
+    response
+}
+
+/// Answers one `/github/…` request whose body (if any) is `body`.
+async fn handle(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
     let path = uri.path().strip_prefix("/github").unwrap_or_default();
     let path = if path.is_empty() { "/" } else { path };
     let Some(query) = parse_query(uri.query().unwrap_or("")) else {
         return error_json(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    let base = proxy_base(&headers);
-    let token = match client_token(&app, &headers) {
+    let host = proxy_host(headers);
+    let token = match client_token(app, headers) {
         Ok(t) => t,
         Err(why) => return error_json(StatusCode::UNAUTHORIZED, &format!("Bad credentials: {why}")),
     };
     if method != Method::GET && method != Method::HEAD {
-        return write(&app, method, path, &query, &headers, token, body, &base).await;
+        return write(app, method.clone(), path, &query, headers, token, body, &base_of(host)).await;
     }
-    let variant = match variant_of(&headers, token) {
+    let variant = match variant_of(headers, token) {
         Ok(v) => v,
         Err(refused) => return refused,
     };
@@ -76,31 +135,30 @@ pub async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, header
         Ok(kr) => kr,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.message),
     };
-    let result = if wants_revalidation(&headers) {
+    let result = if wants_revalidation(headers) {
         app.read_revalidated(&key, &req).await
     } else {
         app.read(&key, &req).await
     };
     match result {
         Ok(served) => answer(
-            &app,
+            app,
             &served,
-            &headers,
+            headers,
             method == Method::HEAD,
-            &base,
+            host,
             variant.credential.as_ref().map(|t| t.partition.as_str()),
         ),
-        Err(e) => failure(&app, &e, &base),
+        Err(e) => failure(app, &e, &base_of(host)),
     }
 }
 
-/// The proxy's base as this client reached it.
-fn proxy_base(headers: &HeaderMap) -> String {
-    let host = headers
+/// The `Host` this client reached the proxy at (checked by the guard).
+fn proxy_host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/github")
+        .unwrap_or("localhost")
 }
 
 /// The client's own GitHub token, if it sent one (module docs): from
@@ -243,130 +301,106 @@ fn wants_revalidation(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
 }
 
-/// Replaces every absolute URL under the API root (`from`) in `bytes` by
-/// the same URL under `to`. A match must end at a URL boundary, so
-/// `https://api.github.com.evil.example` is left alone. Returns the same
-/// buffer when there is nothing to rewrite.
-pub fn rewrite_urls(bytes: &Bytes, from: &str, to: &str) -> Bytes {
-    let finder = memchr::memmem::Finder::new(from.as_bytes());
-    let boundary = |at: usize| {
-        bytes
-            .get(at)
-            .is_none_or(|b| matches!(b, b'/' | b'"' | b'?' | b'>' | b'#' | b'\\'))
-    };
-    let mut hits = finder.find_iter(bytes).filter(|&i| boundary(i + from.len())).peekable();
-    if hits.peek().is_none() {
-        return bytes.clone();
-    }
-    let mut out = Vec::with_capacity(bytes.len() + 64);
-    let mut last = 0;
-    for i in hits {
-        out.extend_from_slice(&bytes[last..i]);
-        out.extend_from_slice(to.as_bytes());
-        last = i + from.len();
-    }
-    out.extend_from_slice(&bytes[last..]);
-    Bytes::from(out)
+const X_CACHE_MODE: HeaderName = HeaderName::from_static("x-cache-mode");
+
+fn cache_mode_header(mode: &'static str) -> (HeaderName, HeaderValue) {
+    (X_CACHE_MODE, HeaderValue::from_static(mode))
 }
 
-fn is_json(content_type: Option<&[u8]>) -> bool {
-    content_type
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .is_some_and(is_json_type)
-}
-
-/// Appends one of GitHub's headers to `out`; when `rewrite` is set, the
-/// URLs under the API root (`from`) in it are rewritten to the proxy
-/// (`to`). A name or value that is not a valid header is dropped.
-fn put_header(out: &mut HeaderMap, name: &str, value: &Bytes, rewrite: bool, from: &str, to: &str) {
-    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-        return;
-    };
-    let value = if rewrite {
-        rewrite_urls(value, from, to)
-    } else {
-        value.clone()
-    };
-    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-        out.append(name, value);
-    }
-}
-
-fn cache_mode_header(mode: &str) -> (HeaderName, HeaderValue) {
-    (
-        HeaderName::from_static("x-cache-mode"),
-        HeaderValue::from_str(mode).unwrap_or(HeaderValue::from_static("error")),
-    )
-}
+/// The quota's figures as GitHub names them, in the order of
+/// [`RateLimitSnapshot`](crate::daemon::upstream::RateLimitSnapshot)'s
+/// fields.
+const RATE_LIMIT_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-used"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
 
 /// What the daemon knows now of the quota of the token that asked
-/// (`partition`: a client's own; `None`: the daemon's), as GitHub names it.
+/// (`partition`: a client's own; `None`: the daemon's), as GitHub names it;
+/// appended, as `out` holds no `X-RateLimit-*` (a replay never does).
 fn rate_limit_headers(app: &App, partition: Option<&str>, out: &mut HeaderMap) {
     let rate = app.upstream.rate_limit_of(partition);
     if let Some(resource) = rate.resource {
-        out.insert("x-ratelimit-resource", HeaderValue::from_static(resource));
+        out.append("x-ratelimit-resource", HeaderValue::from_static(resource));
     }
-    for (name, value) in [
-        ("x-ratelimit-limit", rate.limit),
-        ("x-ratelimit-remaining", rate.remaining),
-        ("x-ratelimit-used", rate.used),
-        ("x-ratelimit-reset", rate.reset),
-    ] {
+    let figures = [rate.limit, rate.remaining, rate.used, rate.reset];
+    for (slot, (name, value)) in RATE_LIMIT_HEADERS.into_iter().zip(figures).enumerate() {
         if let Some(v) = value {
-            out.insert(HeaderName::from_static(name), HeaderValue::from(v));
+            out.append(name, figure_value(slot, v));
         }
     }
 }
 
-/// A cached answer, replayed (module docs).
+/// `v` as a header value. The figures change only when GitHub answers, so
+/// each thread keeps the value it made last for each of the four and
+/// hands out a shared copy while the figure stays the same.
+fn figure_value(slot: usize, v: u64) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<[Option<(u64, HeaderValue)>; 4]> =
+            const { std::cell::RefCell::new([const { None }; 4]) };
+    }
+    LAST.with_borrow_mut(|last| match &last[slot] {
+        Some((figure, value)) if *figure == v => value.clone(),
+        _ => {
+            let value = HeaderValue::from(v);
+            last[slot] = Some((v, value.clone()));
+            value
+        }
+    })
+}
+
+/// A response of `status` with exactly `headers`.
+fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A cached answer, replayed (module docs): the entry's [`Replay`] for
+/// this `Host`, plus what is this request's own.
 fn answer(
     app: &App,
     served: &Served,
     request: &HeaderMap,
     head: bool,
-    base: &str,
+    host: &str,
     partition: Option<&str>,
 ) -> Response {
     let entry = &served.entry;
-    let stored = response::Response::decode(entry.status, &entry.body);
-    let upstream_base = app.upstream.base().as_str();
-    let etag = entry.etag.as_ref().map(|t| t.as_str().to_string());
-    let not_modified = etag.as_deref().is_some_and(|tag| {
+    let replay = app.replays.get(entry, app.upstream.base().as_str(), host);
+    let not_modified = entry.etag.as_ref().is_some_and(|tag| {
         request
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == tag.as_str() || t.trim() == "*"))
     });
-    let mut headers = HeaderMap::new();
-    for (name, value) in &stored.headers {
-        let rewrite = matches!(name.as_str(), "link" | "location");
-        put_header(&mut headers, name, value, rewrite, upstream_base, base);
-    }
-    if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-        headers.insert(header::ETAG, tag);
+    let mut headers = HeaderMap::with_capacity(replay.headers.len() + super::replay::PER_ANSWER_HEADERS);
+    for (name, value) in &replay.headers {
+        headers.append(name.clone(), value.clone());
     }
     rate_limit_headers(app, partition, &mut headers);
     let (name, value) = cache_mode_header(served.mode.as_str());
-    headers.insert(name, value);
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
+    headers.append(name, value);
+    let (status, body) = if not_modified {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
     } else {
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK)
-    };
-    let body = if not_modified {
-        Bytes::new()
-    } else if is_json(stored.header("content-type")) {
-        rewrite_urls(&stored.body, upstream_base, base)
-    } else {
-        stored.body
+        (replay.status, replay.body.clone())
     };
     if head {
-        let len = body.len();
-        let mut r = (status, headers).into_response();
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        return r;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        return with_headers(status, headers, Body::empty());
     }
-    (status, headers, body).into_response()
+    // As axum answers a `Bytes` body that names no type.
+    if !replay.typed {
+        headers.append(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    with_headers(status, headers, Body::from(body))
 }
 
 /// A failed read: GitHub's answer when there was one (its status, kept
@@ -500,27 +534,6 @@ fn repository_of(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_rewritten_at_boundaries_only() {
-        let from = "https://api.github.com";
-        let to = "http://127.0.0.1:9000/github";
-        let body = Bytes::from_static(
-            br#"{"url":"https://api.github.com/repos/o/r","x":"https://api.github.com.evil.example/a","y":"https://api.github.com"}"#,
-        );
-        let out = rewrite_urls(&body, from, to);
-        assert_eq!(
-            &out[..],
-            br#"{"url":"http://127.0.0.1:9000/github/repos/o/r","x":"https://api.github.com.evil.example/a","y":"http://127.0.0.1:9000/github"}"#
-        );
-        let link = Bytes::from_static(b"<https://api.github.com/x?page=2>; rel=\"next\"");
-        assert_eq!(
-            &rewrite_urls(&link, from, to)[..],
-            b"<http://127.0.0.1:9000/github/x?page=2>; rel=\"next\""
-        );
-        let untouched = Bytes::from_static(b"[1,2,3]");
-        assert_eq!(rewrite_urls(&untouched, from, to).as_ptr(), untouched.as_ptr());
-    }
 
     fn variant(pairs: &[(&'static str, &str)]) -> Result<Variant, StatusCode> {
         let mut h = HeaderMap::new();

@@ -17,13 +17,24 @@
 //!   current request (hyper's graceful shutdown); the caller bounds the
 //!   wait.
 //!
-//! Each request carries its peer address as a [`ClientAddr`] extension.
+//! - **The proxy's reads** (`GET`/`HEAD /github/…` without a body) go
+//!   straight to [`proxy::read_direct`](super::proxy::read_direct), which
+//!   applies what the router's layers apply to `/github` (the `Host`,
+//!   `Origin` and token checks, the upstream budget scope, `nosniff`, the
+//!   latency histogram)
+//!   without their per-request boxing and cloning; every other request goes
+//!   through the router. A layer added to the router for `/github` must be
+//!   added there too.
+//!
+//! Each request through the router carries its peer address as a
+//! [`ClientAddr`] extension.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -33,6 +44,7 @@ use tower::ServiceExt;
 
 use crate::daemon::config::HttpLimits;
 use crate::daemon::metrics::{Metrics, Refusal};
+use crate::daemon::App;
 use crate::sync::{lock, Mutex, Ordering, StdArc as Arc};
 
 /// The peer address of the connection a request came on.
@@ -97,6 +109,7 @@ impl Drop for Ticket {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    app: Arc<App>,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -139,9 +152,20 @@ pub async fn serve(
             }
         };
         let router = router.clone();
+        let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            if super::proxy::is_direct_read(&request) {
+                let (parts, _empty) = request.into_parts();
+                let app = app.clone();
+                return Either::Left(async move {
+                    let started = Instant::now();
+                    let response = super::proxy::read_direct(app.clone(), parts, peer.ip()).await;
+                    app.metrics.http_answered("github", started.elapsed().as_secs_f64());
+                    Ok(response)
+                });
+            }
             request.extensions_mut().insert(ClientAddr(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            Either::Right(router.clone().oneshot(request.map(axum::body::Body::new)))
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
