@@ -26,6 +26,7 @@ Prints `PASS name` / `FAIL name: why` lines; exits 1 when any failed.
 import argparse
 import json
 import sys
+import time
 import urllib.request
 
 from playwright.sync_api import sync_playwright
@@ -249,6 +250,14 @@ def phase_fleet(browser, base, other, peers, screenshot):
     paths = ["/repos/octo/hello", "/repos/octo/hello/branches"]
     for path in paths * 2:
         github_get(other, path)
+    # Fleet figures are the counters members announce (every 2 s): wait
+    # until this node has heard the other's traffic.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = (rpc(base, "gh_get_cache_stats").get("aggregate") or {}).get("per_peer", [])
+        if any(r["peer_id"] == peers[1] and r["lookups"] >= 4 for r in rows):
+            break
+        time.sleep(0.25)
     p = Page(browser)
     page = p.page
     page.goto(base + "/")
@@ -262,19 +271,26 @@ def phase_fleet(browser, base, other, peers, screenshot):
     check("the fleet table lists both nodes by Peer ID, this node first",
           len(rows) == 2 and rows[0].startswith(peers[0]) and "(this node)" in rows[0] and rows[1].startswith(peers[1]),
           "%s, want %s" % (rows, peers))
-    p.pause()
-    agg = rpc(base, "gh_get_cache_stats")["aggregate"]
-    rows = page.locator("#fleet tbody tr").all_inner_texts()
-    shown = {r.split("\t")[0].replace(" (this node)", ""): r.split("\t") for r in rows}
-    diffs = []
-    for peer in agg["per_peer"]:
-        cells = shown.get(peer["peer_id"])
-        want_rate = "%.1f%%" % (100 * peer["hits"] / peer["lookups"]) if peer["lookups"] else "–"
-        if not cells:
-            diffs.append("%s not shown" % peer["peer_id"])
-        elif (cells[1], cells[2], cells[3].replace(",", "")) != ("answering", want_rate, str(peer["lookups"])):
-            diffs.append("%s shows %s, the aggregate says %s lookups, hit rate %s" % (
-                peer["peer_id"][-8:], cells[1:4], peer["lookups"], want_rate))
+    # The page shows the fleet as it last asked (at most every 5 s); the
+    # figures may move in between, so compare again after a refresh.
+    for attempt in range(4):
+        p.pause()
+        agg = rpc(base, "gh_get_cache_stats")["aggregate"]
+        rows = page.locator("#fleet tbody tr").all_inner_texts()
+        shown = {r.split("\t")[0].replace(" (this node)", ""): r.split("\t") for r in rows}
+        diffs = []
+        for peer in agg["per_peer"]:
+            cells = shown.get(peer["peer_id"])
+            want_rate = "%.1f%%" % (100 * peer["hits"] / peer["lookups"]) if peer["lookups"] else "–"
+            if not cells:
+                diffs.append("%s not shown" % peer["peer_id"])
+            elif (cells[1], cells[2], cells[3].replace(",", "")) != ("answering", want_rate, str(peer["lookups"])):
+                diffs.append("%s shows %s, the aggregate says %s lookups, hit rate %s" % (
+                    peer["peer_id"][-8:], cells[1:4], peer["lookups"], want_rate))
+        if not diffs:
+            break
+        p.resume()
+        page.wait_for_timeout(6000)
     other_row = shown.get(peers[1], ["", "", "", "0"])
     check("each node's health, hit rate and lookups equal gh_get_cache_stats' aggregate (%d nodes; the other: %s lookups, %s)"
           % (agg["nodes"], other_row[3], other_row[2]),
