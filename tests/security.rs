@@ -661,14 +661,7 @@ async fn mcp_session_floods_are_capped_and_unused_sessions_expire() {
     assert_eq!(mcp_initialize(&client, &url).await.status(), 200);
     // Sessions never used after initialize expire after mcp_session_init.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let metrics = client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert_eq!(metric(&metrics, "ghcache_mcp_sessions"), 0, "{metrics}");
     assert_eq!(
         metric(

@@ -801,6 +801,19 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
+    /// An empty directory for test `name`, the store path in it, and a
+    /// runtime to close stores on.
+    fn scratch(name: &str) -> (std::path::PathBuf, std::path::PathBuf, tokio::runtime::Runtime) {
+        let dir = std::env::temp_dir().join(format!("ghcache-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("cache.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (dir, path, rt)
+    }
+
     fn bounds(max_entries: usize) -> Bounds {
         Bounds {
             max_entries,
@@ -810,13 +823,7 @@ mod tests {
 
     #[test]
     fn byte_bound_and_expiry() {
-        let dir = std::env::temp_dir().join(format!("ghcache-store-bytes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("cache.redb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, path, rt) = scratch("bytes");
         let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
         let mut big = sample();
         big.body = Bytes::from(vec![b'x'; 1000]);
@@ -852,13 +859,7 @@ mod tests {
 
     #[test]
     fn epoch_survives_a_reopen_and_never_goes_back() {
-        let dir = std::env::temp_dir().join(format!("ghcache-store-epoch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("cache.redb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, path, rt) = scratch("epoch");
         let key = CacheKey::new(Operation::Repo, [("repo", Some("o/r"))]);
         {
             let (store, _) = Store::open(&path, bounds(100), &|_| true).unwrap();
@@ -916,13 +917,7 @@ mod tests {
 
     #[test]
     fn store_persists_skips_corrupt_and_bounds() {
-        let dir = std::env::temp_dir().join(format!("ghcache-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("cache.redb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, path, rt) = scratch("test");
         let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
         {
             let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
