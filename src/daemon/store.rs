@@ -50,6 +50,15 @@
 //! never says it has applied an epoch whose deletes it lacks (a dropped
 //! epoch write leaves it *lower*, which only makes the node clear more on
 //! rejoin). The writer keeps the larger of the stored and the new value.
+//!
+//! A *delete* may be lost too (queue full, or its batch lost while the
+//! store is degraded), and an epoch written after it must not vouch for a
+//! store that still holds what the delete removed. So a lost delete raises
+//! a flag ([`StoreStats::deletes_lost`]), and the next batch the writer
+//! commits begins by removing every record: it drops more than was missed,
+//! never less. The flag is raised before any later op is queued by the
+//! same caller, and the writer reads it after receiving its batch, so the
+//! batch that carries a later epoch always sees it.
 
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 use std::fmt;
@@ -233,6 +242,17 @@ pub enum Op {
     Close(oneshot::Sender<()>),
 }
 
+impl Op {
+    /// Removes records: losing it could leave something on disk that an
+    /// invalidation dropped (module docs).
+    fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Op::Delete(_) | Op::DeletePrefix(_) | Op::DeleteRepository(_) | Op::DeletePaths(_)
+        )
+    }
+}
+
 /// Store counters.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -243,6 +263,9 @@ pub struct StoreStats {
     errors: AtomicU64,
     /// 1 while degraded (see the module docs).
     degraded: AtomicU64,
+    /// 1 when a delete was lost since the last committed batch: the next
+    /// commit starts by removing every record (module docs).
+    deletes_lost: AtomicU64,
     /// Why, while degraded. A leaf lock: held only to copy a string in or
     /// out, never across I/O.
     last_error: Mutex<Option<String>>,
@@ -423,8 +446,12 @@ impl Store {
     }
 
     fn send(&self, op: Op) {
-        if self.tx.try_send(op).is_err() {
+        if let Err(refused) = self.tx.try_send(op) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let (mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op)) = refused;
+            if op.is_delete() {
+                self.stats.deletes_lost.store(1, Ordering::SeqCst);
+            }
         }
     }
 
@@ -632,6 +659,11 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
                 closing = Some(ack);
             }
         }
+        if stats.deletes_lost.swap(0, Ordering::SeqCst) == 1 {
+            // A delete was lost: start from an empty table (module docs).
+            batch.insert(0, Op::DeletePrefix(String::new()));
+        }
+        let has_deletes = batch.iter().any(Op::is_delete);
         let before = w.bytes;
         let lost = batch.iter().any(|op| !matches!(op, Op::Flush(_) | Op::Close(_)));
         // A batch of flushes alone is no reason to reopen a closed store.
@@ -651,6 +683,9 @@ fn writer(mut w: Writer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>) {
                 w.bytes = before;
                 if lost || e.is_some() {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if has_deletes {
+                    stats.deletes_lost.store(1, Ordering::SeqCst);
                 }
                 // Flushes still get their answer.
                 acks.extend(batch.drain(..).filter_map(|op| match op {
@@ -911,6 +946,45 @@ mod tests {
         rt.block_on(store.close());
         let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
         assert_eq!(loaded.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![key(1)]);
+        rt.block_on(store.close());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lost_delete_empties_the_store_before_a_later_epoch_is_kept() {
+        let (dir, _, rt) = scratch("lost-delete");
+        let path = dir.join("data").join("cache.redb");
+        let key = |i: usize| CacheKey::new(Operation::Repo, [("repo", Some(format!("o/r{i}")))]);
+        {
+            let (store, _) = Store::open(&path, bounds(10), &|_| true).unwrap();
+            store.put(key(0), sample());
+            store.put(key(1), sample());
+            rt.block_on(store.close());
+        }
+        // The store's directory goes away (a file stands in its place), so
+        // the delete's batch is lost while degraded.
+        let data = path.parent().unwrap().to_path_buf();
+        let away = dir.join("away");
+        std::fs::rename(&data, &away).unwrap();
+        std::fs::write(&data, b"a file, not a directory").unwrap();
+        let err = Store::open(&path, bounds(10), &|_| true).unwrap_err();
+        let store = Store::unavailable(&path, bounds(10), &err);
+        store.delete(key(0));
+        rt.block_on(store.flush());
+        assert_eq!(store.stats().errors, 1, "{:?}", store.stats());
+        // The directory comes back; the next batch carries a later epoch.
+        std::fs::remove_file(&data).unwrap();
+        std::fs::rename(&away, &data).unwrap();
+        std::thread::sleep(RETRY_FIRST + Duration::from_millis(100));
+        store.put(key(2), sample());
+        store.set_epoch(9);
+        rt.block_on(store.flush());
+        assert!(!store.stats().degraded, "{:?}", store.stats());
+        rt.block_on(store.close());
+        let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
+        assert_eq!(store.epoch_at_open(), 9);
+        let keys: Vec<_> = loaded.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![key(2)], "the deleted key must not come back under the new epoch");
         rt.block_on(store.close());
         let _ = std::fs::remove_dir_all(&dir);
     }
