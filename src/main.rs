@@ -68,9 +68,13 @@ mod daemon {
         use std::io::IsTerminal;
         // journald adds its own timestamps; colours only on a terminal.
         let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+        // A log line that cannot be written (stderr closed, a full pipe) is
+        // dropped: the subscriber must not report it on stderr, whose
+        // `eprintln!` would panic the daemon.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .with_ansi(std::io::stderr().is_terminal());
         if json {
             builder.json().init();
