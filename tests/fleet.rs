@@ -493,8 +493,8 @@ fn metric(text: &str, name: &str) -> u64 {
 /// applies it before the call returns, so none of the 60 answers that
 /// follow is old. Then a member is killed, the data changes again and is
 /// invalidated without it (the reply names it as missing); restarted from
-/// its on-disk store, it sees the fleet's higher epoch, clears, and serves
-/// no old answer either.
+/// its on-disk store, it revalidates what it loaded until it has heard the
+/// fleet's higher epoch, then clears, and serves no old answer either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
     let github = FakeGithub::start().await;
@@ -550,6 +550,11 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
     n2.wait_ready(Duration::from_secs(20)).await;
     let loaded = n2.stats().await["store"]["loaded"].as_u64().unwrap();
     assert!(loaded >= 20, "n2 restarted from its store: loaded {loaded}");
+    // Before it has heard the fleet's epoch, what it loaded is revalidated
+    // with GitHub, never served as it is.
+    let old = old_answers(&[&n2], 0..20, 2).await;
+    eprintln!("restarted member before comparing epochs: {old} old answers of 20");
+    assert_eq!(old, 0);
     wait_members(&[&n0, &n1, &n2], 3).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while metric(&n2.metrics().await, "ghcache_p2p_epoch") < 3 {

@@ -138,6 +138,14 @@ pub struct App {
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
+    /// Whether entries loaded from the store may be served as they are:
+    /// true once this node has compared its invalidation epoch with the
+    /// fleet's (and cleared, if it was behind), or from the start when it
+    /// runs no P2P node or loaded nothing. Until then an entry of
+    /// [`Origin::Disk`] is revalidated with GitHub before it is served (a
+    /// 304 costs no quota), so a node restarted from a store that predates
+    /// a fleet invalidation never serves what the fleet dropped.
+    disk_entries_confirmed: std::sync::atomic::AtomicBool,
     /// Each client's GitHub requests per minute.
     client_rates: budget::ClientRates,
     started: Instant,
@@ -163,6 +171,7 @@ impl App {
     pub fn new(config: Config, cache: Cache, clock: Arc<DaemonClock>) -> Result<App, String> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config, metrics.clone())?;
+        let mut loaded_from_disk = 0;
         let store = if config.store {
             let bounds = store::Bounds {
                 max_entries: config.cache.max_entries,
@@ -207,6 +216,7 @@ impl App {
             if !store.stats().degraded {
                 tracing::info!(path = %path.display(), records = n, loaded = kept, corrupt = store.stats().corrupt, "store opened");
             }
+            loaded_from_disk = kept;
             Some(store)
         } else {
             None
@@ -214,6 +224,7 @@ impl App {
         let hosts = http::guard::HostPolicy::new(config.listen.ip().is_loopback(), &config.allowed_hosts);
         let client_rates = budget::ClientRates::new(config.limits.client_upstream_per_minute);
         let webhook = config.webhook_secret.0.as_deref().map(webhook::Webhook::new);
+        let disk_entries_confirmed = std::sync::atomic::AtomicBool::new(!config.p2p || loaded_from_disk == 0);
         Ok(App {
             cache,
             clock,
@@ -235,8 +246,24 @@ impl App {
                 ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
                     .map_err(|_| "cannot draw a random key".to_string())?
             },
+            disk_entries_confirmed,
             started: Instant::now(),
         })
+    }
+
+    /// The fleet's invalidation epoch has been compared with this node's
+    /// (see [`App::disk_entries_confirmed`]'s field doc): entries loaded
+    /// from the store are served as they are from now on.
+    pub fn confirm_disk_entries(&self) {
+        if !self.disk_entries_confirmed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::debug!("invalidation epoch compared with the fleet; stored entries are served");
+        }
+    }
+
+    /// A fresh `entry` loaded from the store before the fleet's epoch was
+    /// compared: revalidated, not served.
+    fn unconfirmed_disk_entry(&self, entry: &Entry) -> bool {
+        entry.origin == Origin::Disk && !self.disk_entries_confirmed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The partition a client's own GitHub token reads in: a keyed hash
@@ -389,8 +416,15 @@ impl App {
     ) -> Result<Served, FetchFailed> {
         // Peers share what the daemons' own token reads, as GitHub's JSON.
         let peers = peers && req.token.is_none() && req.accept.is_none() && req.api_version.is_none();
+        let mut prior = prior;
         loop {
             match self.cache.begin(key) {
+                Begin::Fresh(entry) if self.unconfirmed_disk_entry(&entry) => {
+                    // Revalidated as `read_revalidated` does: its ETag is
+                    // sent, and it is served stale if GitHub cannot answer.
+                    self.cache.invalidate(key);
+                    prior = Some(entry);
+                }
                 Begin::Fresh(entry) => {
                     return Ok(Served {
                         entry,

@@ -97,6 +97,9 @@ pub(super) struct EventLoop {
     /// A peer subscribed: announce at the next tick, so it learns this
     /// node (and its epoch) without waiting a whole period.
     pub(super) announce_soon: bool,
+    /// This node's epoch was compared with the fleet's
+    /// ([`Responder::epoch_confirmed`] was called).
+    pub(super) epoch_confirmed: bool,
     /// A catch-up (clear) is running.
     pub(super) catching_up: bool,
     pub(super) ticks: u64,
@@ -267,6 +270,12 @@ impl EventLoop {
             if let Some(target) = self.epochs.catch_up_due(now) {
                 self.catch_up(target);
             }
+        }
+        // Settled: every live member has announced its epoch since this
+        // node joined; not behind any of them (or caught up by clearing).
+        if !self.epoch_confirmed && *self.settled.borrow() && !self.catching_up && !self.epochs.behind() {
+            self.epoch_confirmed = true;
+            self.responder.epoch_confirmed();
         }
         if self.ticks % UPKEEP_TICKS == 0 {
             self.membership.forget_old(now);

@@ -158,6 +158,12 @@ impl Epochs {
         }
     }
 
+    /// A live member announced a higher epoch than this node's, and this
+    /// node has not caught up yet.
+    pub fn behind(&self) -> bool {
+        self.behind.is_some_and(|(target, _)| target > self.current)
+    }
+
     /// The epoch to catch up to by clearing, once a gap has lasted
     /// [`CATCH_UP_GRACE`]. The caller clears, then calls [`Epochs::applied`].
     pub fn catch_up_due(&self, now: Instant) -> Option<u64> {

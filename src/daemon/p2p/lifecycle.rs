@@ -202,6 +202,7 @@ pub fn start(
         last_announce: None,
         announce_soon: false,
         catching_up: false,
+        epoch_confirmed: false,
         ticks: 0,
         settled: settled_tx,
         settle_announced: alone.then(Instant::now),
@@ -278,6 +279,10 @@ impl Responder for AppResponder {
 
     fn invalidate(&self, what: &crate::daemon::tools::Invalidate) -> usize {
         self.0.invalidate(what)
+    }
+
+    fn epoch_confirmed(&self) {
+        self.0.confirm_disk_entries();
     }
 
     fn persist_epoch(&self, epoch: u64) {

@@ -180,4 +180,8 @@ pub trait Responder: Send + Sync + 'static {
     fn stored_epoch(&self) -> u64 {
         0
     }
+    /// This node's epoch has been compared with the fleet's (its view is
+    /// settled and it is not behind, or it has caught up): what it loaded
+    /// from its store may be served as it is. Must not block.
+    fn epoch_confirmed(&self) {}
 }
