@@ -46,6 +46,7 @@ fn settings(name: &str, psk: PreSharedKey, bootstrap: Option<&Multiaddr>) -> Set
         listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
         bootstrap: bootstrap.cloned().into_iter().collect(),
         mdns: false,
+        discovery: Default::default(),
         psk,
         data_dir: dir,
         request_timeout: Duration::from_secs(5),

@@ -106,6 +106,7 @@ fn hostile_frames_close_the_stream_and_the_node_keeps_serving() {
         listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
         bootstrap: Vec::new(),
         mdns: false,
+        discovery: Default::default(),
         psk,
         data_dir: dir.clone(),
         request_timeout: Duration::from_secs(3),

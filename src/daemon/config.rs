@@ -22,6 +22,8 @@
 //! | `p2p_listen` | `/ip4/0.0.0.0/tcp/9100` | P2P listen multiaddr |
 //! | `bootstrap` | `[]` | peers to dial (flag repeatable; TOML list), e.g. `/ip4/10.0.0.2/tcp/9100` |
 //! | `mdns` | `false` | find peers on the LAN with mDNS |
+//! | `bootstrap_dns` | `[]` | DNS seeds `NAME[:PORT]` (flag repeatable or comma-separated; TOML list): A/AAAA records dialled at PORT (else this node's P2P port), TXT records holding multiaddrs |
+//! | `discovery_github` | none | `owner/name`: announce this node in, and find peers through, that repository's Actions variables (needs *Variables: write*; docs/p2p.md) |
 //! | `max_peer_connections` | 32 | most established P2P connections (owners are dialled on demand; idle ones close) |
 //! | `swarm_key_file` | none | swarm key file (`/key/swarm/psk/1.0.0/`); env `GHCACHE_SWARM_KEY` holds the key itself; neither: derived from the GitHub token |
 //! | `webhook_secret_file` | none | file holding the GitHub webhook secret; turns `POST /webhook` on (env `GHCACHE_WEBHOOK_SECRET` holds the secret itself; see docs/webhooks.md) |
@@ -115,6 +117,10 @@ pub struct Config {
     pub bootstrap: Vec<libp2p::Multiaddr>,
     /// mDNS discovery.
     pub mdns: bool,
+    /// DNS seeds to resolve for peers.
+    pub bootstrap_dns: Vec<crate::daemon::p2p::discovery::DnsSeed>,
+    /// The repository whose Actions variables are the fleet's registry.
+    pub discovery_github: Option<String>,
     /// Most established P2P connections.
     pub max_peer_connections: u32,
     /// Swarm key file.
@@ -225,6 +231,8 @@ impl Default for Config {
             p2p_listen: "/ip4/0.0.0.0/tcp/9100".parse().expect("a valid multiaddr"),
             bootstrap: Vec::new(),
             mdns: false,
+            bootstrap_dns: Vec::new(),
+            discovery_github: None,
             max_peer_connections: 32,
             swarm_key_file: None,
             swarm_key: Secret(None),
@@ -422,6 +430,18 @@ impl Config {
                     })?;
                     self.bootstrap.push(addr);
                 }
+            }
+            "bootstrap_dns" => {
+                for s in raw.strings(key)? {
+                    self.bootstrap_dns.push(s.parse().map_err(|e: String| bad(key, e))?);
+                }
+            }
+            "discovery_github" => {
+                let s = raw.string(key)?;
+                if !super::tools::is_repo_name(&s) {
+                    return Err(bad(key, format!("expected owner/name, got {s:?}")));
+                }
+                self.discovery_github = Some(s);
             }
             "swarm_key_file" => {
                 let s = raw.string(key)?;
@@ -684,6 +704,29 @@ mod tests {
         c.apply_toml("bootstrap = [\"/ip4/10.0.0.2/tcp/9100\"]\nmdns = true\n")
             .unwrap();
         assert_eq!(c.bootstrap.len(), 1);
+    }
+
+    #[test]
+    fn discovery_flags() {
+        let c = Config::from_args(args(
+            "--bootstrap-dns fleet.example.com --bootstrap-dns a.test:9200,b.test --discovery-github o/fleet",
+        ))
+        .unwrap();
+        let seeds: Vec<String> = c.bootstrap_dns.iter().map(|s| s.to_string()).collect();
+        assert_eq!(seeds, ["fleet.example.com", "a.test:9200", "b.test"]);
+        assert_eq!(c.discovery_github.as_deref(), Some("o/fleet"));
+        for bad in ["--bootstrap-dns a.test:0", "--bootstrap-dns /ip4/1.2.3.4/tcp/1"] {
+            let e = Config::from_args(args(bad)).unwrap_err();
+            assert!(e.0.contains("`bootstrap_dns`"), "{e}");
+        }
+        let e = Config::from_args(args("--discovery-github fleet")).unwrap_err();
+        assert!(e.0.contains("`discovery_github`") && e.0.contains("owner/name"), "{e}");
+        let mut c = Config::default();
+        c.apply_toml("bootstrap_dns = [\"ghcache.ns.svc.cluster.local\"]\ndiscovery_github = \"o/r\"\n")
+            .unwrap();
+        assert_eq!(c.bootstrap_dns.len(), 1);
+        assert_eq!(c.discovery_github.as_deref(), Some("o/r"));
+        assert!(Config::default().bootstrap_dns.is_empty() && Config::default().discovery_github.is_none());
     }
 
     #[test]

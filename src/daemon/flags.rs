@@ -103,6 +103,12 @@ pub struct DaemonArgs {
     /// A peer to dial (repeatable, or comma-separated), e.g. /ip4/10.0.0.2/tcp/9100
     #[arg(long, value_name = "MULTIADDR", help_heading = P2P)]
     pub bootstrap: Vec<String>,
+    /// A DNS name listing peers (repeatable, or comma-separated): A/AAAA records dialled at PORT (else this node's P2P port), TXT records holding multiaddrs
+    #[arg(long, value_name = "NAME[:PORT]", help_heading = P2P)]
+    pub bootstrap_dns: Vec<String>,
+    /// Find peers through a GitHub repository's Actions variables (owner/name; the token needs Variables: write)
+    #[arg(long, value_name = "OWNER/REPO", help_heading = P2P)]
+    pub discovery_github: Option<String>,
     /// Find peers on the LAN [default: false]
     #[arg(long, value_name = "BOOL", help_heading = P2P)]
     pub mdns: Option<String>,

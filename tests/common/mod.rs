@@ -9,9 +9,13 @@
 //! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes; a
 //! request answers with the version current when it arrived), `hold`
 //! (requests that arrive wait, counted in `in_flight`, until it is cleared).
+//! Repository Actions variables (the P2P registry) behave as GitHub's:
+//! see [`variables`].
 #![allow(dead_code)]
 
+pub mod dns_server;
 pub mod node;
+pub mod variables;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -49,6 +53,8 @@ pub struct Fake {
     /// Requests being answered now, and the most at once.
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
+    /// Repository Actions variables (`…/actions/variables`).
+    pub variables: variables::Variables,
 }
 
 pub struct FakeGithub {
@@ -133,6 +139,21 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    if path.contains("/actions/variables") {
+        let method = req.method().clone();
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+        if let Some(mut r) = fake.variables.serve(&method, &path, &query, &headers, &body) {
+            r.headers_mut().extend(rate);
+            if !matches!(r.status(), StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT) {
+                r.headers_mut().insert(
+                    "content-type",
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+            }
+            return r;
+        }
+        return (StatusCode::NOT_FOUND, rate, "{\"message\":\"Not Found\"}").into_response();
+    }
     let etag = format!("\"v{version}-{}\"", path.len());
     if let Some(inm) = headers.get("if-none-match") {
         fake.with_etag.fetch_add(1, Ordering::SeqCst);

@@ -68,6 +68,11 @@ pub(super) enum Command {
         epoch: u64,
         ack: Option<(PeerId, u64)>,
     },
+    /// Addresses a discovery source found (`/p2p/ID` optional): dial the
+    /// ones not connected.
+    Dial {
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 /// A member as fleet stats show it: its latest announced counters and how
@@ -153,6 +158,19 @@ impl Client {
             Err(_) => Err(format!("P2P node not listening after {timeout:?}")),
         };
         addrs
+    }
+
+    /// Asks the event loop to dial addresses a discovery source found
+    /// ([`super::discovery`]); returns once the request is queued.
+    pub(super) async fn dial(&self, addrs: Vec<Multiaddr>) {
+        if !addrs.is_empty() {
+            let _ = self.tx.send(Command::Dial { addrs }).await;
+        }
+    }
+
+    /// Resolves once the event loop has stopped.
+    pub(super) async fn stopped(&self) {
+        self.tx.closed().await
     }
 
     /// The live members (this node excluded): the view owners are chosen

@@ -440,6 +440,34 @@ impl EventLoop {
                     }));
                 }
             }
+            Command::Dial { addrs } => {
+                for addr in addrs {
+                    self.dial_discovered(addr);
+                }
+            }
+        }
+    }
+
+    /// Dials an address a discovery source found: by Peer ID when it ends
+    /// in `/p2p/ID`, else unless a connected peer announced it already.
+    fn dial_discovered(&mut self, addr: Multiaddr) {
+        let mut bare = addr.clone();
+        if let Some(Protocol::P2p(peer)) = bare.pop() {
+            self.dial_learned(peer, vec![bare]);
+            return;
+        }
+        let known = self
+            .known
+            .iter()
+            .any(|(p, k)| k.addrs.contains(&addr) && self.swarm.is_connected(p));
+        let own = self.swarm.listeners().any(|l| *l == addr);
+        if !known && !own {
+            if let Err(e) = self
+                .swarm
+                .dial(DialOpts::unknown_peer_id().address(addr.clone()).build())
+            {
+                tracing::debug!(%addr, error = %e, "discovered address not dialled");
+            }
         }
     }
 
@@ -695,7 +723,7 @@ impl EventLoop {
     }
 }
 
-fn is_unspecified(a: &Multiaddr) -> bool {
+pub(super) fn is_unspecified(a: &Multiaddr) -> bool {
     a.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_unspecified(),
         Protocol::Ip6(ip) => ip.is_unspecified(),
@@ -703,7 +731,7 @@ fn is_unspecified(a: &Multiaddr) -> bool {
     })
 }
 
-fn is_loopback(a: &Multiaddr) -> bool {
+pub(super) fn is_loopback(a: &Multiaddr) -> bool {
     a.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_loopback(),
         Protocol::Ip6(ip) => ip.is_loopback(),

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::client::Client;
 use super::codec::{Codec, MAX_STREAMS};
+use super::discovery::{self, Discovery, GithubRegistry};
 use super::event_loop::{Behaviour, Bootstrap, EventLoop, TARGET_DEGREE};
 use super::gossip;
 use super::invalidation::Epochs;
@@ -149,7 +150,7 @@ pub fn start(
     let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
     // Alone by configuration (nothing to dial, nothing to discover): the
     // view is settled from the start.
-    let alone = settings.bootstrap.is_empty() && !settings.mdns;
+    let alone = settings.bootstrap.is_empty() && !settings.mdns && !settings.discovery.is_configured();
     let (settled_tx, settled) = watch::channel(alone);
     let (owners_tx, owners) = watch::channel(Arc::new(Vec::new()));
     let (listen_tx, listen) = watch::channel(Arc::new(Vec::new()));
@@ -214,6 +215,8 @@ pub fn start(
         event_loop.run(stop_rx).await;
         let _ = done_tx.send(());
     });
+    // Its tasks end when the event loop does (they wait on its channel).
+    super::discovery::spawn(settings.discovery, client.clone());
     tracing::info!("Peer ID: {local}");
     let host = Host {
         peer_id: local,
@@ -258,6 +261,16 @@ pub fn settings(config: &Config) -> Result<Settings, String> {
         listen: config.p2p_listen.clone(),
         bootstrap: config.bootstrap.clone(),
         mdns: config.mdns,
+        discovery: Discovery {
+            dns: config.bootstrap_dns.clone(),
+            github: config.discovery_github.as_ref().map(|repo| GithubRegistry {
+                api_base: config.github_api_url.clone(),
+                repo: repo.clone(),
+                token: config.github_token.0.clone(),
+                timeout: config.upstream_timeout,
+            }),
+            default_port: discovery::default_port(&config.p2p_listen),
+        },
         psk,
         data_dir: config.data_dir.clone(),
         request_timeout: (upstream + Duration::from_secs(2)).min(Duration::from_secs(60)),

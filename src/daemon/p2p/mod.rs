@@ -60,6 +60,8 @@
 //! - `client.rs`: the cloneable [`Client`] and the commands it sends.
 //! - `event_loop.rs`: the task that owns the swarm.
 //! - `metrics.rs`: the `ghcache_p2p_*` counters.
+//! - `discovery/`: where first peers come from besides `--bootstrap` and
+//!   mDNS: a DNS seed, a registry on GitHub.
 //! - `lifecycle.rs`: building the swarm, the core's lifecycle around it,
 //!   the daemon's settings and responder, shutdown.
 //!
@@ -72,6 +74,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod discovery;
 pub mod event_loop;
 pub mod gossip;
 pub mod invalidation;
@@ -110,6 +113,8 @@ pub struct Settings {
     pub bootstrap: Vec<Multiaddr>,
     /// mDNS discovery on the LAN.
     pub mdns: bool,
+    /// DNS seeds and the GitHub registry ([`discovery`]).
+    pub discovery: discovery::Discovery,
     /// The private network key.
     pub psk: PreSharedKey,
     /// Where the identity key is kept.
