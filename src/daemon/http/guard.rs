@@ -53,6 +53,12 @@ impl HostPolicy {
 
     /// Is this `Host` header value acceptable?
     pub fn allows(&self, host: &str) -> bool {
+        (self.loopback_listener && is_plain_loopback(host)) || self.allows_parsed(host)
+    }
+
+    /// [`HostPolicy::allows`] without its shortcut for a loopback name:
+    /// the value parsed as an authority, then its name compared.
+    fn allows_parsed(&self, host: &str) -> bool {
         if !crate::daemon::config::valid_authority(host) {
             return false;
         }
@@ -78,6 +84,29 @@ impl HostPolicy {
             listed || self.allowed.is_empty()
         }
     }
+}
+
+/// Is `host` `localhost`, `127.0.0.1` or `[::1]` (any case), alone or
+/// with a port of 1 to 5 digits? What a local client sends as `Host`,
+/// recognised without parsing: each such value is a well-formed authority
+/// naming this machine, so on a loopback listener the full check accepts
+/// it too; any other value takes the full check.
+fn is_plain_loopback(host: &str) -> bool {
+    let host = host.as_bytes();
+    [&b"127.0.0.1"[..], b"localhost", b"[::1]"].iter().any(|name| {
+        let Some(rest) = host
+            .get(..name.len())
+            .filter(|h| h.eq_ignore_ascii_case(name))
+            .map(|_| &host[name.len()..])
+        else {
+            return false;
+        };
+        match rest {
+            [] => true,
+            [b':', port @ ..] => (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+    })
 }
 
 /// A JSON error answer `{"message": …}`.
@@ -328,6 +357,21 @@ mod tests {
             "[::2]:9000",
         ] {
             assert!(!p.allows(bad), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut for loopback names never accepts what the full
+        /// check refuses (nor the reverse, on a loopback listener).
+        #[test]
+        fn the_loopback_shortcut_answers_as_the_full_check(
+            name in "(localhost|LocalHost|127\\.0\\.0\\.1|127\\.0\\.0\\.10|\\[::1\\]|\\[::2\\]|cache\\.internal)?",
+            rest in "(:[0-9]{0,6})?[:0-9a-z.@/\\[\\]% ]{0,3}",
+        ) {
+            let host = format!("{name}{rest}");
+            for policy in [HostPolicy::new(true, &[]), HostPolicy::new(true, &["cache.internal".to_string()])] {
+                proptest::prop_assert_eq!(policy.allows(&host), policy.allows_parsed(&host), "{:?}", host);
+            }
         }
     }
 
