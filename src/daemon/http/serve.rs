@@ -111,9 +111,11 @@ impl Drop for Ticket {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true (module docs).
+/// Serves `router` on `listener`, each connection on one of `workers`'
+/// threads, until `stop` turns true (module docs).
 pub async fn serve(
     listener: TcpListener,
+    mut workers: Workers,
     router: Router,
     app: Arc<App>,
     limits: HttpLimits,
@@ -127,13 +129,6 @@ pub async fn serve(
     });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut workers = match Workers::per_core().await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the HTTP threads; not serving HTTP");
-            return;
-        }
-    };
     let mut last_accept_error: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {

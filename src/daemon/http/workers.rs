@@ -49,21 +49,24 @@ impl Workers {
         };
         for i in 0..count {
             // Each runtime is built, run and dropped on its own thread
-            // (a runtime cannot be dropped inside another's context).
+            // (a runtime cannot be dropped inside another's context). It
+            // drives sockets and timers; signals are the main runtime's.
             let (stop, stopped) = oneshot::channel::<()>();
             let (started, runtime) = oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("ghcache-http-{i}"))
-                .spawn(move || match Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => {
-                        let _ = started.send(Ok(runtime.handle().clone()));
-                        let _ = runtime.block_on(stopped);
-                        runtime.shutdown_background();
-                    }
-                    Err(e) => {
-                        let _ = started.send(Err(e));
-                    }
-                })?;
+                .spawn(
+                    move || match Builder::new_current_thread().enable_io().enable_time().build() {
+                        Ok(runtime) => {
+                            let _ = started.send(Ok(runtime.handle().clone()));
+                            let _ = runtime.block_on(stopped);
+                            runtime.shutdown_background();
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    },
+                )?;
             // Should one fail, dropping `workers` stops those running.
             workers._stops.push(stop);
             let runtime = runtime
