@@ -250,30 +250,37 @@ async fn read_body(app: &App, request: Request) -> Result<Request, Response> {
     let limit = app.config.max_body_bytes;
     let timeout = app.config.limits.body_timeout;
     let (parts, body) = request.into_parts();
-    match collect_bounded(&parts.headers, body, limit, timeout).await {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(BodyError::TooLarge) => {
+    let why = match collect_bounded(&parts.headers, body, limit, timeout).await {
+        Ok(bytes) => return Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(why) => why,
+    };
+    // The rest of the body stays unread, so the connection closes after
+    // the refusal; `Connection: close` says so, lest a client send its
+    // next request on it.
+    let mut refusal = match why {
+        BodyError::TooLarge => {
             app.metrics.refused(Refusal::BodyTooLarge);
-            Err(error_json(
+            error_json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body over {limit} bytes (max_body_bytes)"),
-            ))
+            )
         }
-        Err(BodyError::Timeout) => {
+        BodyError::Timeout => {
             app.metrics.refused(Refusal::BodyTimeout);
-            Err(error_json(
+            error_json(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "request body not received within {} ms (http_body_timeout_ms)",
                     timeout.as_millis()
                 ),
-            ))
+            )
         }
-        Err(BodyError::Read(e)) => Err(error_json(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot read the request body: {e}"),
-        )),
-    }
+        BodyError::Read(e) => error_json(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}")),
+    };
+    refusal
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Err(refusal)
 }
 
 /// Why [`collect_bounded`] gave up.
