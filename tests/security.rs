@@ -559,6 +559,17 @@ async fn connection_caps_answer_429_and_503_and_free_up() {
     // Another client is still served.
     let (status, _) = raw(d.running.addr, &get("/healthz", "localhost")).await;
     assert_eq!(status, 200);
+    // That connection (`Connection: close`) gives its place back once the
+    // thread serving it has closed it, a moment after the client saw the
+    // close; then exactly the 5 held remain.
+    let started = Instant::now();
+    while d.running.app.metrics.connections.load(Ordering::SeqCst) != 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the closed connection's place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     // Fill the global cap from other addresses.
     for i in 0..7u8 {
         held.push(connect_from([127, 0, 1, 10 + i], d.running.addr).await);

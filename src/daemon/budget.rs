@@ -40,13 +40,14 @@ tokio::task_local! {
 }
 
 /// Runs `fut` as one request of `client` with `units` upstream requests to
-/// spend.
-pub async fn scope<F: Future>(units: u32, client: Option<IpAddr>, fut: F) -> F::Output {
+/// spend. (A plain function, not an `async fn`: `fut` is moved once, into
+/// the scope, rather than once more into an outer future.)
+pub fn scope<F: Future>(units: u32, client: Option<IpAddr>, fut: F) -> impl Future<Output = F::Output> {
     let budget = RequestBudget {
         left: Cell::new(units),
         client,
     };
-    REQUEST.scope(budget, fut).await
+    REQUEST.scope(budget, fut)
 }
 
 /// Takes `units` from the current request's budget. `Err(left)` when fewer

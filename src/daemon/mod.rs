@@ -462,10 +462,17 @@ impl App {
                             None => Err(FetchFailed::new(refused)),
                         };
                     }
-                    let from_peer = if peers { self.ask_owner(key, req).await } else { None };
+                    // The fetches are boxed: their futures are large, and
+                    // inline they would make every read's future (a hit's
+                    // too) that large, to be copied as it is moved.
+                    let from_peer = if peers {
+                        Box::pin(self.ask_owner(key, req)).await
+                    } else {
+                        None
+                    };
                     let fetched = match from_peer {
                         Some(entry) => Ok(Fetched { entry, via: Via::Peer }),
-                        None => self.upstream.fetch(&self.cache, key, req, stale.as_deref()).await,
+                        None => Box::pin(self.upstream.fetch(&self.cache, key, req, stale.as_deref())).await,
                     };
                     // GitHub's answer and a peer's both complete here: the
                     // core stores neither if an invalidation of the key came

@@ -14,7 +14,8 @@ pub struct Running {
     mcp_cancel: CancellationToken,
 }
 
-/// Binds `app.config.listen` and serves. Returns once listening;
+/// Binds `app.config.listen`, starts the HTTP threads and serves. Returns
+/// once listening;
 /// [`Running::addr`] is the address bound (the port the kernel chose when
 /// `listen` asks for port 0).
 pub async fn spawn(app: App) -> Result<Running, String> {
@@ -22,12 +23,16 @@ pub async fn spawn(app: App) -> Result<Running, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", app.config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let workers = http::workers::Workers::per_core()
+        .await
+        .map_err(|e| format!("cannot start the HTTP threads: {e}"))?;
     let app = Arc::new(app);
     let mcp_cancel = CancellationToken::new();
     let router = http::router(app.clone(), mcp_cancel.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(http::serve::serve(
         listener,
+        workers,
         router,
         app.clone(),
         app.config.limits.clone(),

@@ -53,6 +53,12 @@ impl HostPolicy {
 
     /// Is this `Host` header value acceptable?
     pub fn allows(&self, host: &str) -> bool {
+        (self.loopback_listener && is_plain_loopback(host)) || self.allows_parsed(host)
+    }
+
+    /// [`HostPolicy::allows`] without its shortcut for a loopback name:
+    /// the value parsed as an authority, then its name compared.
+    fn allows_parsed(&self, host: &str) -> bool {
         if !crate::daemon::config::valid_authority(host) {
             return false;
         }
@@ -78,6 +84,29 @@ impl HostPolicy {
             listed || self.allowed.is_empty()
         }
     }
+}
+
+/// Is `host` `localhost`, `127.0.0.1` or `[::1]` (any case), alone or
+/// with a port of 1 to 5 digits? What a local client sends as `Host`,
+/// recognised without parsing: each such value is a well-formed authority
+/// naming this machine, so on a loopback listener the full check accepts
+/// it too; any other value takes the full check.
+fn is_plain_loopback(host: &str) -> bool {
+    let host = host.as_bytes();
+    [&b"127.0.0.1"[..], b"localhost", b"[::1]"].iter().any(|name| {
+        let Some(rest) = host
+            .get(..name.len())
+            .filter(|h| h.eq_ignore_ascii_case(name))
+            .map(|_| &host[name.len()..])
+        else {
+            return false;
+        };
+        match rest {
+            [] => true,
+            [b':', port @ ..] => (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+    })
 }
 
 /// A JSON error answer `{"message": …}`.
@@ -221,30 +250,37 @@ async fn read_body(app: &App, request: Request) -> Result<Request, Response> {
     let limit = app.config.max_body_bytes;
     let timeout = app.config.limits.body_timeout;
     let (parts, body) = request.into_parts();
-    match collect_bounded(&parts.headers, body, limit, timeout).await {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(BodyError::TooLarge) => {
+    let why = match collect_bounded(&parts.headers, body, limit, timeout).await {
+        Ok(bytes) => return Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(why) => why,
+    };
+    // The rest of the body stays unread, so the connection closes after
+    // the refusal; `Connection: close` says so, lest a client send its
+    // next request on it.
+    let mut refusal = match why {
+        BodyError::TooLarge => {
             app.metrics.refused(Refusal::BodyTooLarge);
-            Err(error_json(
+            error_json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body over {limit} bytes (max_body_bytes)"),
-            ))
+            )
         }
-        Err(BodyError::Timeout) => {
+        BodyError::Timeout => {
             app.metrics.refused(Refusal::BodyTimeout);
-            Err(error_json(
+            error_json(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "request body not received within {} ms (http_body_timeout_ms)",
                     timeout.as_millis()
                 ),
-            ))
+            )
         }
-        Err(BodyError::Read(e)) => Err(error_json(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot read the request body: {e}"),
-        )),
-    }
+        BodyError::Read(e) => error_json(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}")),
+    };
+    refusal
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Err(refusal)
 }
 
 /// Why [`collect_bounded`] gave up.
@@ -328,6 +364,21 @@ mod tests {
             "[::2]:9000",
         ] {
             assert!(!p.allows(bad), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut for loopback names never accepts what the full
+        /// check refuses (nor the reverse, on a loopback listener).
+        #[test]
+        fn the_loopback_shortcut_answers_as_the_full_check(
+            name in "(localhost|LocalHost|127\\.0\\.0\\.1|127\\.0\\.0\\.10|\\[::1\\]|\\[::2\\]|cache\\.internal)?",
+            rest in "(:[0-9]{0,6})?[:0-9a-z.@/\\[\\]% ]{0,3}",
+        ) {
+            let host = format!("{name}{rest}");
+            for policy in [HostPolicy::new(true, &[]), HostPolicy::new(true, &["cache.internal".to_string()])] {
+                proptest::prop_assert_eq!(policy.allows(&host), policy.allows_parsed(&host), "{:?}", host);
+            }
         }
     }
 

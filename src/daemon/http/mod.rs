@@ -25,6 +25,7 @@ pub mod replay;
 pub mod serve;
 pub mod sessions;
 pub mod webhook;
+pub mod workers;
 
 use axum::body::Bytes;
 use axum::extract::Request;

@@ -125,7 +125,9 @@ async fn handle(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, body
         Err(why) => return error_json(StatusCode::UNAUTHORIZED, &format!("Bad credentials: {why}")),
     };
     if method != Method::GET && method != Method::HEAD {
-        return write(app, method.clone(), path, &query, headers, token, body, &base_of(host)).await;
+        // Boxed, so that a read's future is not as large as a write's.
+        let base = base_of(host);
+        return Box::pin(write(app, method.clone(), path, &query, headers, token, body, &base)).await;
     }
     let variant = match variant_of(headers, token) {
         Ok(v) => v,
@@ -377,10 +379,9 @@ fn answer(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim() == tag.as_str() || t.trim() == "*"))
     });
-    let mut headers = HeaderMap::with_capacity(replay.headers.len() + super::replay::PER_ANSWER_HEADERS);
-    for (name, value) in &replay.headers {
-        headers.append(name.clone(), value.clone());
-    }
+    // A copy of the block as it is (names already hashed and placed), with
+    // room in its index for this answer's own headers.
+    let mut headers = replay.headers.clone();
     rate_limit_headers(app, partition, &mut headers);
     let (name, value) = cache_mode_header(served.mode.as_str());
     headers.append(name, value);

@@ -52,8 +52,9 @@ pub const SLOTS: usize = 128;
 /// Largest body a replay is kept for.
 pub const MAX_BODY: usize = 128 * 1024;
 
-/// Headers the proxy adds to every answer at most; reserved in each header
-/// block so that adding them does not grow it.
+/// Headers the proxy adds to every answer at most; room for them is kept
+/// in each header block's index (which a copy keeps), so adding them to a
+/// copy never rehashes it.
 pub const PER_ANSWER_HEADERS: usize = 8;
 
 /// One entry's answer for one `Host` (module docs).

@@ -13,6 +13,10 @@
 //!   is not cut by it.
 //! - **Descriptor exhaustion**: when `accept` fails (e.g. `EMFILE`), the
 //!   loop pauses briefly instead of spinning, and says so once a second.
+//! - **Threads**: this loop accepts and admits on the daemon's runtime;
+//!   each admitted connection is then served, from its first request to
+//!   its close, on one of the per-core HTTP threads
+//!   ([`workers`](super::workers)), taken in turn.
 //! - **Shutdown**: stop accepting, then let connections finish their
 //!   current request (hyper's graceful shutdown); the caller bounds the
 //!   wait.
@@ -37,11 +41,13 @@ use axum::Router;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use super::workers::Workers;
 use crate::daemon::config::HttpLimits;
 use crate::daemon::metrics::{Metrics, Refusal};
 use crate::daemon::App;
@@ -105,9 +111,11 @@ impl Drop for Ticket {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true (module docs).
+/// Serves `router` on `listener`, each connection on one of `workers`'
+/// threads, until `stop` turns true (module docs).
 pub async fn serve(
     listener: TcpListener,
+    mut workers: Workers,
     router: Router,
     app: Arc<App>,
     limits: HttpLimits,
@@ -151,8 +159,58 @@ pub async fn serve(
                 continue;
             }
         };
-        let router = router.clone();
-        let app = app.clone();
+        // The socket moves to its thread unregistered (workers docs).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "cannot hand over an HTTP connection");
+                continue;
+            }
+        };
+        let connection = Connection {
+            router: router.clone(),
+            app: app.clone(),
+            idle_timeout: limits.idle_timeout,
+            peer,
+            ticket,
+        };
+        workers.spawn(connection.serve(stream, graceful.watcher()));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// One admitted connection, before its thread serves it.
+struct Connection {
+    router: Router,
+    app: Arc<App>,
+    idle_timeout: Duration,
+    peer: SocketAddr,
+    ticket: Ticket,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 on `stream` until the client closes, the idle
+    /// timeout strikes or a graceful shutdown ends it (module docs); runs
+    /// on the connection's thread, which registers the socket.
+    async fn serve(self, stream: std::net::TcpStream, graceful: Watcher) {
+        let Connection {
+            router,
+            app,
+            idle_timeout,
+            peer,
+            ticket,
+        } = self;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "cannot serve an HTTP connection");
+                return;
+            }
+        };
+        // Answers leave at once, as nginx's `tcp_nodelay` has them.
+        let _ = stream.set_nodelay(true);
+        let metrics = app.metrics.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             if super::proxy::is_direct_read(&request) {
                 let (parts, _empty) = request.into_parts();
@@ -169,23 +227,17 @@ pub async fn serve(
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.idle_timeout)
+            .header_read_timeout(idle_timeout)
             .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                if e.is_timeout() {
-                    metrics.refused(Refusal::IdleTimeout);
-                } else {
-                    tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
-                }
+        if let Err(e) = graceful.watch(connection).await {
+            if e.is_timeout() {
+                metrics.refused(Refusal::IdleTimeout);
+            } else {
+                tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
             }
-            drop(ticket);
-        });
+        }
+        drop(ticket);
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Writes a short refusal and closes (bounded to a second).
