@@ -521,6 +521,8 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
         "{v}"
     );
     assert!(r["invalidated"].as_u64().unwrap() >= 20, "{v}");
+    let stored = |stats: Value| stats["store"]["written"].as_u64().unwrap();
+    let written_before = stored(n2.stats().await);
     let old = old_answers(&all, 0..20, 1).await;
     eprintln!("after gh_invalidate_cache on node 0: {old} old answers of 60");
     assert_eq!(old, 0);
@@ -528,6 +530,13 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
         assert_eq!(metric(&n.metrics().await, "ghcache_p2p_epoch"), 1);
     }
 
+    // The store writes behind: n2 is killed once its 20 new entries are
+    // committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored(n2.stats().await) < written_before + 20 {
+        assert!(Instant::now() < deadline, "n2 never stored its 20 entries: {}", n2.stats().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // n2 goes down holding the 20 entries in its store; the data changes
     // and is invalidated while n2 is still in the views (killed within the
     // failure bound): the reply names it.
