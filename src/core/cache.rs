@@ -9,11 +9,27 @@
 //! leaves, never held with another lock: each OutcomeCell's lock, the process registry (Node::init)
 //! ```
 //!
-//! Every operation on a key takes exactly one shard lock. Only
-//! [`Cache::stats`] takes more than one: all shards in ascending order, then
-//! the lifecycle lock. P2P start and shutdown take only the lifecycle lock.
-//! No code takes a lock while holding a lock that comes later in the order,
-//! so there is no cycle and no deadlock.
+//! A shard lock is a reader-writer lock ([`ShardLock`]: one stripe per
+//! thread, so readers write only their own cache line). Every operation on
+//! a key takes exactly one shard lock, once: a lookup (and the first step of
+//! [`Cache::begin`]) takes it for reading and settles a fresh hit or a miss
+//! there; anything else, including a lookup that found a stale or expired
+//! entry, takes it for writing, after the read guard is dropped (never an
+//! upgrade while holding it), and looks again from the start. Only
+//! [`Cache::stats`] takes more than one: all shards' write locks in
+//! ascending order, then the lifecycle lock. P2P start and shutdown take
+//! only the lifecycle lock. No code takes a lock while holding a lock that
+//! comes later in the order (nor the same one twice), so there is no cycle
+//! and no deadlock.
+//!
+//! # What a hit writes
+//! Under the read lock a fresh hit writes: its thread's stripe of the
+//! read lock and of the hit counter ([`ReadCounters`], each on its own cache
+//! line), the entry's read counter only while it is below the top, and the
+//! entry's reference count (the `Arc` it hands out). No other thread's line
+//! and no shared shard line. Counts made under the read lock are atomics
+//! summed by [`Cache::stats`] under the write locks, so a snapshot still
+//! holds whole operations only.
 //!
 //! Helpers that need a lock held take the guarded data (`&mut Shard`), never
 //! `&self`: a function that can be called with the lock held cannot take it
@@ -26,8 +42,7 @@
 //! the configured bounds. Within a shard, eviction is S3-FIFO (amortised
 //! O(1); see [`s3fifo`](super::s3fifo) for the policy and why): inserting
 //! past a bound evicts until both bounds hold, never the entry just written.
-//! A hit writes nothing but its counters and, while it is below the top, the
-//! entry's read counter: no list is relinked on a read. Keys spread evenly over shards (by hash), so
+//! No list is relinked on a read. Keys spread evenly over shards (by hash), so
 //! eviction starts close to the global bound; with few keys and many shards it
 //! may start earlier. An entry heavier than a shard's byte bound is refused.
 
@@ -41,8 +56,8 @@ use super::lifecycle::{Lifecycle, LifecycleConfig};
 #[cfg(any(test, fuzzing))]
 use super::s3fifo::Queue;
 use super::s3fifo::S3Fifo;
-use super::stats::{Counters, Event, StatsSnapshot};
-use crate::sync::{lock, Arc, Mutex, MutexGuard, StdArc};
+use super::stats::{Counters, Event, ReadCounters, StatsSnapshot};
+use crate::sync::{lock, read, write, Arc, Mutex, ShardLock, ShardReadGuard, ShardWriteGuard, StdArc};
 
 /// Sizing and freshness settings of a [`Cache`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,14 +102,34 @@ pub enum Lookup {
 }
 
 /// One lock's worth of the cache. Everything here is guarded by the shard's
-/// mutex; every method takes `&mut self`, so it runs with the lock held.
+/// reader-writer lock. Methods that take `&mut self` run with the write
+/// lock held; the two that take `&self` ([`Shard::lookup_shared`] and
+/// [`Shard::unchanged_since`]) run under the read lock and write nothing but
+/// atomics made for it (an entry's read counter, the read counters).
 pub(crate) struct Shard {
     /// The entries, their bytes, bounds and eviction order.
     entries: S3Fifo<StdArc<Entry>>,
     /// The fetches in flight and the invalidation generation
     /// ([`flight_table`](super::flight_table)).
     pub(crate) flights: FlightTable,
+    /// Counts of everything done under the write lock.
     pub(crate) counters: Counters,
+    /// Counts of the lookups settled under the read lock.
+    reads: ReadCounters,
+}
+
+/// What a lookup under the read lock settled. Only a fresh hit and an absent
+/// key are settled there; a stale or expired entry is left to the write lock
+/// (an expired one is removed, a stale one may start a fetch), which looks
+/// again from the start.
+pub(crate) enum SharedLookup {
+    /// Counted as a hit, and as a read by the policy.
+    Fresh(StdArc<Entry>),
+    /// Not held; nothing counted (the caller counts a miss, or redoes the
+    /// lookup under the write lock).
+    Absent,
+    /// Stale or expired; nothing counted or marked.
+    Unsettled,
 }
 
 impl Shard {
@@ -103,7 +138,28 @@ impl Shard {
             entries: S3Fifo::new(max_entries, max_bytes),
             flights: FlightTable::new(),
             counters: Counters::default(),
+            reads: ReadCounters::new(),
         }
+    }
+
+    /// Looks `key` up at `now` with only the read lock held: a fresh hit is
+    /// counted and marked read; anything else is left to the caller (see
+    /// [`SharedLookup`]).
+    pub(crate) fn lookup_shared(&self, key: &CacheKey, now: Timestamp, stale_grace: Duration) -> SharedLookup {
+        match self.entries.peek(key) {
+            Some((entry, mark)) if entry.freshness(now, stale_grace) == Freshness::Fresh => {
+                mark.mark_read();
+                self.reads.hit();
+                SharedLookup::Fresh(entry.clone())
+            }
+            Some(_) => SharedLookup::Unsettled,
+            None => SharedLookup::Absent,
+        }
+    }
+
+    /// The invalidation generation, read under the read lock.
+    fn unchanged_since(&self, generation: super::Generation) -> bool {
+        self.flights.generation() == generation
     }
 
     /// Looks `key` up at `now`, counting the outcome and dropping an expired
@@ -192,7 +248,7 @@ impl Shard {
 
 /// State shared by every handle to one cache.
 pub(crate) struct Shared {
-    pub(crate) shards: Box<[Mutex<Shard>]>,
+    pub(crate) shards: Box<[ShardLock<Shard>]>,
     pub(crate) lifecycle: Mutex<Lifecycle>,
     pub(crate) clock: StdArc<dyn Clock>,
     pub(crate) config: CacheConfig,
@@ -219,7 +275,7 @@ impl Cache {
         let n = config.shards.clamp(1, max_entries);
         let share = |total: usize, i: usize| total / n + usize::from(i < total % n);
         let shards = (0..n)
-            .map(|i| Mutex::new(Shard::new(share(max_entries, i).max(1), share(config.max_bytes, i))))
+            .map(|i| ShardLock::new(Shard::new(share(max_entries, i).max(1), share(config.max_bytes, i))))
             .collect();
         Cache {
             shared: Arc::new(Shared {
@@ -263,9 +319,26 @@ impl Cache {
     }
 
     /// Looks `key` up; see [`Lookup`].
+    ///
+    /// A fresh hit and a miss are settled under the shard's read lock
+    /// (readers do not wait for each other, and write only their own cache
+    /// lines: see [`crate::sync::ShardLock`]); a stale or expired entry is
+    /// looked up again under the write lock, which decides on what it finds
+    /// then (an insert may have replaced the entry meanwhile).
     pub fn lookup(&self, key: &CacheKey) -> Lookup {
         let now = self.now();
         let grace = self.shared.config.stale_grace;
+        {
+            let shard = self.read_shard(key);
+            match shard.lookup_shared(key, now, grace) {
+                SharedLookup::Fresh(entry) => return Lookup::Fresh(entry),
+                SharedLookup::Absent => {
+                    shard.reads.miss();
+                    return Lookup::Miss;
+                }
+                SharedLookup::Unsettled => {}
+            }
+        }
         self.lock_shard(key).lookup(key, now, grace)
     }
 
@@ -326,7 +399,7 @@ impl Cache {
     /// `false` (dropping a copy) may drop one it could have kept, never
     /// the reverse.
     pub fn unchanged_since(&self, key: &CacheKey, generation: super::Generation) -> bool {
-        self.lock_shard(key).flights.generation() == generation
+        self.read_shard(key).unchanged_since(generation)
     }
 
     /// Counts `event` against `key`.
@@ -338,12 +411,13 @@ impl Cache {
     /// state, taken with all shard locks and then the lifecycle lock held
     /// (the documented order). Never returns a guard; does no I/O.
     pub fn stats(&self) -> StatsSnapshot {
-        let shards: Vec<MutexGuard<'_, Shard>> = self.shared.shards.iter().map(lock).collect();
+        let mut shards: Vec<ShardWriteGuard<'_, Shard>> = self.shared.shards.iter().map(write).collect();
         let lifecycle = lock(&self.shared.lifecycle);
         let mut counters = Counters::default();
         let (mut in_flight, mut entries, mut bytes) = (0, 0, 0);
-        for shard in &shards {
+        for shard in &mut shards {
             counters.add(&shard.counters);
+            shard.reads.add_to(&mut counters);
             in_flight += shard.flights.running();
             entries += shard.entries.len() as u64;
             bytes += shard.entries.bytes() as u64;
@@ -369,9 +443,14 @@ impl Cache {
         self.each_shard_collect(|shard| shard.policy_state())
     }
 
-    /// Locks the shard that owns `key`.
-    pub(crate) fn lock_shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard> {
-        lock(&self.shared.shards[self.shard_index(key)])
+    /// Write-locks the shard that owns `key`.
+    pub(crate) fn lock_shard(&self, key: &CacheKey) -> ShardWriteGuard<'_, Shard> {
+        write(&self.shared.shards[self.shard_index(key)])
+    }
+
+    /// Read-locks the shard that owns `key`.
+    pub(crate) fn read_shard(&self, key: &CacheKey) -> ShardReadGuard<'_, Shard> {
+        read(&self.shared.shards[self.shard_index(key)])
     }
 
     /// Which shard holds `key` (for diagnostics and tests).
@@ -383,12 +462,12 @@ impl Cache {
 
     /// Runs `f` on each shard in turn, one lock at a time, summing results.
     fn each_shard(&self, mut f: impl FnMut(&mut Shard) -> usize) -> usize {
-        self.shared.shards.iter().map(|m| f(&mut lock(m))).sum()
+        self.shared.shards.iter().map(|m| f(&mut write(m))).sum()
     }
 
     #[cfg(any(test, fuzzing))]
     fn each_shard_collect<T>(&self, mut f: impl FnMut(&Shard) -> Vec<T>) -> Vec<T> {
-        self.shared.shards.iter().flat_map(|m| f(&lock(m))).collect()
+        self.shared.shards.iter().flat_map(|m| f(&read(m))).collect()
     }
 }
 

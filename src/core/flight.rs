@@ -52,7 +52,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::cache::{Cache, Lookup};
+use super::cache::{Cache, Lookup, SharedLookup};
 use super::entry::Entry;
 use super::flight_table::{Finish, Generation};
 use super::key::CacheKey;
@@ -329,9 +329,14 @@ impl fmt::Debug for Follower {
 impl Cache {
     /// Looks `key` up and decides, in one critical section, whether the
     /// caller has an answer, leads a fetch or follows one (module docs).
+    /// A fresh hit is served under the shard's read lock; anything else is
+    /// decided under the write lock, looking up again from the start.
     pub fn begin(&self, key: &CacheKey) -> Begin {
         let now = self.now();
         let grace = self.shared.config.stale_grace;
+        if let SharedLookup::Fresh(entry) = self.read_shard(key).lookup_shared(key, now, grace) {
+            return Begin::Fresh(entry);
+        }
         let mut shard = self.lock_shard(key);
         let stale = match shard.lookup(key, now, grace) {
             Lookup::Fresh(entry) => return Begin::Fresh(entry),

@@ -43,7 +43,10 @@
 //! A hit is also the cheapest operation of the policy: it raises a two-bit
 //! read counter, and only while it is below the top, so a hot entry's hit
 //! writes nothing in the policy at all (no list move under the lock, no
-//! shared cache line dirtied by the policy).
+//! shared cache line dirtied by the policy). The counter is an atomic
+//! ([`ReadMark`]) so that hits count under the shard's *read* lock; every
+//! other change of the queues, the ghost or a counter takes `&mut self`, so
+//! the write lock.
 //!
 //! # The queues
 //! Entries sit in one of two FIFO queues, each threaded through a slab by
@@ -74,12 +77,14 @@
 //! shrinks), or lowers a counter in main, so it ends within
 //! `len * (MAX_FREQ + 1)` steps; amortised over the inserts it is O(1).
 //!
-//! This is plain sequential code: the caller's lock (a shard of the cache)
-//! is what makes it safe to share.
+//! This is sequential code: the caller's lock (a shard of the cache) is
+//! what makes it safe to share; `&self` methods ([`S3Fifo::peek`],
+//! [`S3Fifo::get`]) may run under its read lock, alongside each other.
 
 use std::collections::{HashMap, VecDeque};
 
 use super::key::{CacheKey, PrehashedKey};
+use crate::sync::{AtomicU8, Ordering};
 
 /// The top of an entry's read counter.
 pub(crate) const MAX_FREQ: u8 = 3;
@@ -107,8 +112,30 @@ struct Indexed<V> {
     value: V,
     /// The key's queue slot.
     slot: u32,
-    /// Reads counted (0 to [`MAX_FREQ`]).
-    freq: u8,
+    /// Reads counted (0 to [`MAX_FREQ`]). Atomic so that a hit can count
+    /// under the shard's read lock (see [`S3Fifo::get`]); every other
+    /// access holds the write lock.
+    freq: AtomicU8,
+}
+
+/// One entry's read counter, as [`S3Fifo::peek`] found it: the lookup
+/// decides whether the read counts (a fresh hit) before marking it.
+pub(crate) struct ReadMark<'a>(&'a AtomicU8);
+
+impl ReadMark<'_> {
+    /// Adds one read unless the counter is at the top. A load, then a store
+    /// only when below the top: a hot entry's hit writes nothing, and readers
+    /// never write its line once it is there. Two readers racing on one
+    /// entry may count one read instead of two (the store is not a
+    /// read-modify-write): the counter is a hint of reuse, and losing a read
+    /// costs at most one earlier eviction. Evictions, which change counters
+    /// otherwise, hold the write lock, so no reader races them.
+    pub(crate) fn mark_read(self) {
+        let freq = self.0.load(Ordering::Relaxed);
+        if freq < MAX_FREQ {
+            self.0.store(freq + 1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A key's place in its queue.
@@ -225,14 +252,16 @@ impl<V> S3Fifo<V> {
         self.max_bytes
     }
 
-    /// The value for `key`, counted as read (a counter at the top is left
-    /// alone: nothing is written).
-    pub(crate) fn get(&mut self, key: &CacheKey) -> Option<&V> {
-        let found = self.index.get_mut(key)?;
-        if found.freq < MAX_FREQ {
-            found.freq += 1;
-        }
-        Some(&found.value)
+    /// The value for `key`, not yet counted as read (see [`ReadMark::mark_read`]).
+    pub(crate) fn peek(&self, key: &CacheKey) -> Option<(&V, ReadMark<'_>)> {
+        self.index.get(key).map(|found| (&found.value, ReadMark(&found.freq)))
+    }
+
+    /// The value for `key`, counted as read.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<&V> {
+        let (value, mark) = self.peek(key)?;
+        mark.mark_read();
+        Some(value)
     }
 
     /// Inserts `value` weighing `weight` bytes, or replaces the value held
@@ -240,7 +269,7 @@ impl<V> S3Fifo<V> {
     /// Call [`S3Fifo::evict`] afterwards until it returns `None`.
     pub(crate) fn insert(&mut self, key: CacheKey, value: V, weight: usize) -> Option<V> {
         if let Some(found) = self.index.get_mut(&key) {
-            found.freq = (found.freq + 1).min(MAX_FREQ);
+            ReadMark(&found.freq).mark_read();
             let old = std::mem::replace(&mut found.value, value);
             let i = found.slot;
             self.newest = i;
@@ -278,7 +307,7 @@ impl<V> S3Fifo<V> {
             Indexed {
                 value,
                 slot: i,
-                freq: 0,
+                freq: AtomicU8::new(0),
             },
         );
         self.push_front(i, queue);
@@ -306,7 +335,7 @@ impl<V> S3Fifo<V> {
                 // newest entry can only be small's tail with others ahead
                 // of it after an in-place update, which counts as a read.)
                 self.unlink(tail);
-                *self.freq_mut(tail) = 0;
+                self.set_freq(tail, 0);
                 self.push_front(tail, Queue::Main);
             } else {
                 assert!(main_ok, "over a bound with only the newest entry, which fits alone");
@@ -318,7 +347,7 @@ impl<V> S3Fifo<V> {
                 // over unchanged).
                 self.unlink(tail);
                 if tail != self.newest {
-                    *self.freq_mut(tail) -= 1;
+                    self.set_freq(tail, self.freq(tail) - 1);
                 }
                 self.push_front(tail, Queue::Main);
             }
@@ -373,12 +402,13 @@ impl<V> S3Fifo<V> {
     /// The read counter of the key in slot `i` (one index lookup: only the
     /// eviction loop needs it).
     fn freq(&self, i: u32) -> u8 {
-        self.index[&self.slot(i).key].freq
+        self.index[&self.slot(i).key].freq.load(Ordering::Relaxed)
     }
 
-    fn freq_mut(&mut self, i: u32) -> &mut u8 {
-        let key = &self.slots[i as usize].as_ref().expect("linked slot is occupied").key;
-        &mut self.index.get_mut(key).expect("every slot's key is indexed").freq
+    /// Sets the read counter of the key in slot `i` (`&mut self`: the write
+    /// lock is held, no reader is marking it meanwhile).
+    fn set_freq(&mut self, i: u32, freq: u8) {
+        self.index[&self.slot(i).key].freq.store(freq, Ordering::Relaxed);
     }
 
     fn slot(&self, i: u32) -> &Slot {

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::P2pStatus;
+use crate::sync::{stripe, AtomicU64, CachePadded, Ordering, STRIPES};
 
 /// Which GitHub API an upstream call used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,62 @@ pub enum Event {
     FetchError,
 }
 
-/// The counters of one shard. Plain integers: the shard's lock guards them.
+/// The counts of the lookups a shard settles under its *read* lock (fresh
+/// hits and misses; see [`Cache::lookup`](super::Cache::lookup)).
+///
+/// Readers share the lock, so these are atomics, and each thread bumps its
+/// own stripe ([`stripe`]), on its own cache line: two threads' hits write
+/// different lines. Every bump happens while its reader holds the shard's
+/// read lock, and they are only summed by [`ReadCounters::add_to`] with the
+/// shard's write lock held, when no reader is inside: the sum is every
+/// lookup settled before that moment and none after, so a snapshot still
+/// sees whole lookups (`hits + stale_hits + misses == lookups`).
+pub(crate) struct ReadCounters {
+    stripes: [CachePadded<Stripe>; STRIPES],
+}
+
+#[derive(Default)]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ReadCounters {
+    pub(crate) fn new() -> ReadCounters {
+        ReadCounters {
+            stripes: std::array::from_fn(|_| CachePadded::new(Stripe::default())),
+        }
+    }
+
+    /// Counts a fresh hit (read lock held). `fetch_add`, not load + store:
+    /// threads beyond [`STRIPES`] share a stripe.
+    pub(crate) fn hit(&self) {
+        self.stripes[stripe()].hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a miss (read lock held).
+    pub(crate) fn miss(&self) {
+        self.stripes[stripe()].misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds every stripe's counts to `into` as lookups, hits and misses.
+    /// Takes `&mut self`: only the write lock's holder can call it, so no
+    /// reader is counting meanwhile.
+    pub(crate) fn add_to(&mut self, into: &mut Counters) {
+        for stripe in &self.stripes {
+            let (hits, misses) = (
+                stripe.hits.load(Ordering::Relaxed),
+                stripe.misses.load(Ordering::Relaxed),
+            );
+            into.lookups += hits + misses;
+            into.hits += hits;
+            into.misses += misses;
+        }
+    }
+}
+
+/// The counters of one shard that change under its write lock. Plain
+/// integers: the lock guards them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
     pub(crate) lookups: u64,

@@ -263,6 +263,63 @@ fn counters_and_derived_figures() {
     assert_eq!(s.api_calls_saved, 4);
 }
 
+/// A fresh hit is settled under the shard's read lock: it is served while
+/// another thread holds that lock for reading, where a lookup that took the
+/// write lock would wait (a survivor of cargo-mutants: deciding every hit
+/// under the write lock gives the same answers, only slower and with
+/// readers queued behind each other).
+#[test]
+fn a_fresh_hit_is_served_while_another_reader_holds_the_shard() {
+    let (cache, _) = setup(one_shard(4, 1 << 20));
+    let k = key(1);
+    cache.insert(&k, body(&cache, &k, "a"));
+    let reader = cache.read_shard(&k);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(matches!(cache.lookup(&k), Lookup::Fresh(_))).unwrap());
+        // Generous: the answer needs no lock that is held; this only bounds
+        // how long a broken build waits before failing.
+        let served = rx.recv_timeout(Duration::from_secs(10));
+        drop(reader);
+        assert_eq!(served, Ok(true), "the hit waited for the read guard to go");
+    });
+}
+
+/// More threads than counter stripes (so some share one) hit and miss under
+/// the read lock at once, with snapshots in between: every snapshot is
+/// consistent and the last counts every lookup exactly.
+#[test]
+fn hits_and_misses_from_many_threads_are_all_counted() {
+    let (cache, _) = setup(CacheConfig::default());
+    for n in 0..64 {
+        cache.insert(&key(n), body(&cache, &key(n), "x"));
+    }
+    let threads = 2 * crate::sync::STRIPES + 1;
+    let per_thread = 128 * 16u32;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let cache = &cache;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    // Keys 0..64 are held; 64..128 are not.
+                    let n = (i * 7 + t as u32) % 128;
+                    assert_eq!(matches!(cache.lookup(&key(n)), Lookup::Fresh(_)), n < 64);
+                }
+            });
+        }
+        for _ in 0..20 {
+            checked(&cache);
+        }
+    });
+    let s = checked(&cache);
+    let lookups = u64::from(per_thread) * threads as u64;
+    assert_eq!((s.lookups, s.hits + s.misses, s.stale_hits), (lookups, lookups, 0));
+    assert_eq!(
+        s.hits,
+        lookups / 2,
+        "each thread asks every key of 0..128 equally often"
+    );
+}
 fn fetched(cache: &Cache, k: &CacheKey, text: &str) -> Result<Fetched, FetchFailed> {
     Ok(Fetched {
         entry: body(cache, k, text),
