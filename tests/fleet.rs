@@ -491,10 +491,11 @@ fn metric(text: &str, name: &str) -> u64 {
 /// Issue 15's scenario: 3 nodes, 20 keys read on every node, the data
 /// changed on GitHub, `gh_invalidate_cache` on node 0: every member
 /// applies it before the call returns, so none of the 60 answers that
-/// follow is old. Then a member is killed, the data changes again and is
-/// invalidated without it (the reply names it as missing); restarted from
-/// its on-disk store, it revalidates what it loaded until it has heard the
-/// fleet's higher epoch, then clears, and serves no old answer either.
+/// follow is old. Then a member hangs, the data changes again and is
+/// invalidated without it (the reply names it as missing); killed and
+/// restarted from its on-disk store, it revalidates what it loaded until it
+/// has heard the fleet's higher epoch, then clears, and serves no old
+/// answer either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
     let github = FakeGithub::start().await;
@@ -530,17 +531,20 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
         assert_eq!(metric(&n.metrics().await, "ghcache_p2p_epoch"), 1);
     }
 
-    // The store writes behind: n2 is killed once its 20 new entries are
+    // The store writes behind: n2 is stopped once its 20 new entries are
     // committed.
     let deadline = Instant::now() + Duration::from_secs(10);
     while stored(n2.stats().await) < written_before + 20 {
         assert!(Instant::now() < deadline, "n2 never stored its 20 entries: {}", n2.stats().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // n2 goes down holding the 20 entries in its store; the data changes
-    // and is invalidated while n2 is still in the views (killed within the
-    // failure bound): the reply names it.
-    n2.kill();
+    // n2 hangs holding the 20 entries in its store (SIGSTOP: its
+    // connections stay open, so it stays in the views until a ping to it
+    // fails; a killed member would leave them at once, its neighbours
+    // finding it gone); the data changes and is invalidated meanwhile: the
+    // reply names it.
+    let pid = n2.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     github.state.version.store(2, std::sync::atomic::Ordering::SeqCst);
     let v = n0.call("gh_invalidate_cache", json!({"repo": "inv/r3"})).await;
     let v = if v["result"]["members"] == json!(3) {
@@ -552,6 +556,7 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
     assert_eq!(v["result"]["applied"], json!(2), "{v}");
     let v = n1.call("gh_invalidate_cache", json!({})).await;
     assert!(v["result"]["applied"].as_u64().unwrap() >= 2, "{v}");
+    n2.kill();
 
     // Restarted from its store (entries of version 1, epoch 1): it hears
     // the fleet at epoch 3, clears, and takes that epoch.

@@ -67,6 +67,8 @@ pub(super) enum Command {
     Applied {
         epoch: u64,
         ack: Option<(PeerId, u64)>,
+        /// When the origin published it (Unix ms; 0 for a catch-up).
+        sent_unix_ms: u64,
     },
     /// Addresses a discovery source found (`/p2p/ID` optional): dial the
     /// ones not connected.

@@ -2,8 +2,12 @@
 //!
 //! It keeps the member view (announcements on gossipsub, see
 //! [`super::membership`]), publishes this node's own announcement every
-//! [`ANNOUNCE_EVERY`], sends and answers `/ghcache/entry/1` requests, and
-//! runs fleet-wide invalidations ([`super::invalidation`]).
+//! [`announce_every`] (a period that grows with the fleet so the
+//! fleet-wide rate is bounded), finds neighbours gone when their
+//! connection drops and a redial fails and says so on gossipsub, asks its
+//! first peers for their view while it joins, sends and answers
+//! `/ghcache/entry/1` requests, and runs fleet-wide invalidations
+//! ([`super::invalidation`]).
 //!
 //! # Connections
 //! Connections are few and bounded (`connection_limits`, the configured
@@ -23,7 +27,7 @@
 //! responder's `stats` and `persist_epoch` are a snapshot and a queued
 //! write).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher as _;
 use std::time::{Duration, Instant};
 
@@ -38,9 +42,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::client::{Command, MemberRow, PeerInfo};
 use super::codec::Codec;
-use super::gossip::{self, Announcement, Message};
+use super::gossip::{self, Announcement, Gone, Message};
 use super::invalidation::Epochs;
-use super::membership::{Heard, Membership, ANNOUNCE_EVERY, SETTLE_AFTER_CONNECT, SETTLE_MAX};
+use super::membership::{announce_every, Heard, Membership, SETTLE_AFTER_CONNECT, SETTLE_MAX};
 use super::metrics::P2pMetrics;
 use super::wire;
 use super::Responder;
@@ -111,6 +115,11 @@ pub(super) struct EventLoop {
     pub(super) owners: watch::Sender<Arc<Vec<PeerId>>>,
     pub(super) started: Instant,
     pub(super) first_connected: Option<Instant>,
+    /// Redials of members whose connection dropped: a failed one means the
+    /// member is gone.
+    pub(super) probes: HashMap<ConnectionId, PeerId>,
+    /// This node's asks for a peer's member view (while it joins).
+    pub(super) view_asks: HashSet<OutboundRequestId>,
 }
 
 /// Housekeeping period: announcements due, views, catch-ups.
@@ -123,6 +132,9 @@ pub const TARGET_DEGREE: usize = 6;
 /// How long after announcing that it no longer joins a node owns keys
 /// (its announcement reaches the members in well under this).
 const ELIGIBLE_AFTER: Duration = Duration::from_millis(500);
+/// Member views a joining node asks for at a time as it connects (one
+/// answer is enough; a second covers a peer that has just joined itself).
+const VIEW_ASKS: usize = 2;
 /// How long a stopping node keeps polling the swarm so its leaving
 /// announcement gets out.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
@@ -203,6 +215,11 @@ impl EventLoop {
             .collect()
     }
 
+    /// This node's announcement period, from the size of its view.
+    fn announce_period(&self) -> Duration {
+        announce_every(self.members.borrow().len() + 1)
+    }
+
     fn announce(&mut self, leaving: bool) {
         let mut counters = self.responder.stats();
         counters.peers = self.swarm.connected_peers().count() as u64;
@@ -214,6 +231,7 @@ impl EventLoop {
             counters,
             leaving,
             joining: self.settle_announced.is_none(),
+            every_ms: self.announce_period().as_millis() as u64,
         });
         self.seq += 1;
         self.last_announce = Some(Instant::now());
@@ -237,9 +255,10 @@ impl EventLoop {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.ticks += 1;
+        let every = self.announce_period();
         let due = self.last_announce.is_none_or(|t| {
             let since = now.saturating_duration_since(t);
-            since >= ANNOUNCE_EVERY || (self.announce_soon && since >= TICK)
+            since >= every || (self.announce_soon && since >= TICK)
         });
         if due {
             self.announce(false);
@@ -257,6 +276,10 @@ impl EventLoop {
                 tracing::debug!(members = self.members.borrow().len(), "member view settled");
                 self.settle_announced = Some(now);
                 self.announce(false);
+                let peer = self.swarm.connected_peers().next().copied();
+                if let Some(peer) = peer {
+                    self.ask_view(peer);
+                }
             }
         }
         if !*self.settled.borrow()
@@ -304,6 +327,7 @@ impl EventLoop {
                 .send(Command::Applied {
                     epoch: target,
                     ack: None,
+                    sent_unix_ms: 0,
                 })
                 .await;
         });
@@ -422,10 +446,25 @@ impl EventLoop {
                     id,
                     epoch,
                     what: (&what).into(),
+                    sent_unix_ms: unix_ms(),
                 }));
                 let _ = reply.send((epoch, progress));
             }
-            Command::Applied { epoch, ack } => {
+            Command::Applied {
+                epoch,
+                ack,
+                sent_unix_ms,
+            } => {
+                if let Some((origin, id)) = ack {
+                    // The propagation figure of `ci/fleet-scale`.
+                    tracing::info!(
+                        target: "ghcache::p2p::applied",
+                        %origin,
+                        id,
+                        delay_ms = unix_ms().saturating_sub(sent_unix_ms),
+                        "fleet invalidation applied"
+                    );
+                }
                 self.epochs.applied(epoch);
                 self.metrics.epoch.store(self.epochs.current(), Ordering::Relaxed);
                 if ack.is_none() {
@@ -471,6 +510,115 @@ impl EventLoop {
         }
     }
 
+    /// `peer`'s last connection dropped with an error, or a ping to it
+    /// failed: redial it (a probe); when that fails it is gone
+    /// ([`EventLoop::found_gone`]).
+    fn probe(&mut self, peer: PeerId, condition: PeerCondition) {
+        let now = Instant::now();
+        let Some(member) = self.membership.get(&peer).filter(|m| m.live(now)) else {
+            return;
+        };
+        let opts = DialOpts::peer_id(peer)
+            .addresses(member.addrs.clone())
+            .condition(condition)
+            .build();
+        let id = opts.connection_id();
+        if self.swarm.dial(opts).is_ok() {
+            self.probes.insert(id, peer);
+        }
+    }
+
+    /// A probe of `peer` failed: out of this view, and (when it was live
+    /// here, so only the first few neighbours to notice speak) the fleet
+    /// is told.
+    fn found_gone(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        let Some(last) = self.membership.get(&peer).map(|m| m.order) else {
+            return;
+        };
+        if !self.membership.gone(&peer, last, now) {
+            return;
+        }
+        self.metrics.gone_published.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, "member gone (connection dropped, redial failed)");
+        self.publish(&Message::Gone(Gone {
+            peer: peer.to_string(),
+            started_unix_ms: last.0,
+            seq: last.1,
+        }));
+        self.refresh_view(now);
+    }
+
+    /// Asks `peer` for its member view, so this node knows the fleet
+    /// without waiting a whole announcement period: while joining (as it
+    /// connects, at most [`VIEW_ASKS`] at a time) and once more when it settles
+    /// (members that settled while this node was not yet in the gossip
+    /// mesh).
+    fn ask_view(&mut self, peer: PeerId) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_request(&peer, wire::Request::Members);
+        self.view_asks.insert(id);
+    }
+
+    /// A peer's member view arrived: every member in it not known yet
+    /// enters this view (until it announces, with the period this node's
+    /// view size gives).
+    fn learn_view(&mut self, list: Vec<(Vec<u8>, Vec<Vec<u8>>)>) {
+        let now = Instant::now();
+        let local = *self.swarm.local_peer_id();
+        let every = announce_every(list.len() + 1);
+        let mut learned = 0;
+        for (id, addrs) in list {
+            let Ok(peer) = PeerId::from_bytes(&id) else { continue };
+            if peer == local {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
+            if self.membership.learned(peer, addrs.clone(), every, now) {
+                learned += 1;
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+            }
+        }
+        tracing::debug!(learned, "member view learned from a peer");
+        self.refresh_view(now);
+    }
+
+    /// The member view as a joining peer asks for it (`Members`): this
+    /// node and the live members with their announced addresses. The
+    /// asker records them as owners until they announce (a member still
+    /// joining says so in its next announcement, at the latest when it
+    /// settles; the asker, joining itself, asks no owner before that).
+    fn view_answer(&self, asker: PeerId) -> wire::Response {
+        let now = Instant::now();
+        let local = *self.swarm.local_peer_id();
+        let mine = (
+            local,
+            self.announce_addrs().iter().filter_map(|a| a.parse().ok()).collect(),
+        );
+        let list = std::iter::once(mine)
+            .chain(
+                self.membership
+                    .live(now)
+                    .into_iter()
+                    .filter(|p| *p != asker)
+                    .map(|p| (p, self.membership.get(&p).map(|m| m.addrs.clone()).unwrap_or_default())),
+            )
+            .take(wire::MAX_MEMBERS)
+            .map(|(p, addrs): (PeerId, Vec<Multiaddr>)| {
+                (
+                    p.to_bytes(),
+                    addrs.iter().take(wire::MAX_ADDRS).map(|a| a.to_vec()).collect(),
+                )
+            })
+            .collect();
+        wire::Response::Members(list)
+    }
+
     fn dial_learned(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) || addrs.is_empty() {
             return;
@@ -484,6 +632,7 @@ impl EventLoop {
 
     fn on_gossip(&mut self, message: gossipsub::Message) {
         let Some(source) = message.source else { return };
+        self.metrics.fleet_messages.fetch_add(1, Ordering::Relaxed);
         if source == *self.swarm.local_peer_id() {
             return;
         }
@@ -533,6 +682,7 @@ impl EventLoop {
                         .send(Command::Applied {
                             epoch: i.epoch,
                             ack: Some((source, i.id)),
+                            sent_unix_ms: i.sent_unix_ms,
                         })
                         .await;
                 });
@@ -540,6 +690,18 @@ impl EventLoop {
             Message::Ack(a) => {
                 if a.origin == self.swarm.local_peer_id().to_string() {
                     self.epochs.acked(a.id, source);
+                }
+            }
+            Message::Gone(g) => {
+                let Ok(peer) = g.peer.parse::<PeerId>() else { return };
+                if peer == *self.swarm.local_peer_id() {
+                    // A false alarm: a newer announcement puts this node
+                    // back in every view.
+                    tracing::info!(%source, "called gone by a neighbour; announcing");
+                    self.announce_soon = true;
+                } else if self.membership.gone(&peer, (g.started_unix_ms, g.seq), now) {
+                    tracing::info!(%peer, by = %source, "member gone");
+                    self.refresh_view(now);
                 }
             }
         }
@@ -573,9 +735,13 @@ impl EventLoop {
                     b.peer = Some(peer_id);
                     b.backoff = Duration::from_secs(1);
                 }
+                self.probes.remove(&connection_id);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     self.publish_connected();
+                    if self.settle_announced.is_none() && self.view_asks.len() < VIEW_ASKS {
+                        self.ask_view(peer_id);
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -586,8 +752,14 @@ impl EventLoop {
             } => {
                 self.metrics.connections_closed.fetch_add(1, Ordering::Relaxed);
                 if num_established == 0 {
+                    let dropped = cause.is_some();
                     tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
                     self.publish_connected();
+                    // Closed for idleness: nothing to learn. Dropped: is it
+                    // alive?
+                    if dropped {
+                        self.probe(peer_id, PeerCondition::DisconnectedAndNotDialing);
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -596,6 +768,17 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = self.probes.remove(&connection_id) {
+                    // Refused (nothing listens there any more) or another
+                    // node on its address: gone. A reset handshake (the
+                    // member at its connection limit), a timeout (it may be
+                    // overloaded) or a local denial says nothing: the
+                    // silence bound decides then.
+                    let refused = crate::daemon::p2p::error_chain(&error).contains("Connection refused");
+                    if refused || matches!(error, libp2p::swarm::DialError::WrongPeerId { .. }) {
+                        self.found_gone(peer);
+                    }
+                }
                 if let Some(i) = self.bootstrap.iter().position(|b| b.dialing == Some(connection_id)) {
                     tracing::warn!(addr = %self.bootstrap[i].addr, %error, "bootstrap peer unreachable; retrying with backoff");
                     self.bootstrap_failed(i);
@@ -620,6 +803,14 @@ impl EventLoop {
                 peer, result: Ok(rtt), ..
             })) => {
                 self.known.entry(peer).or_default().rtt = Some(rtt);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer, result: Err(e), ..
+            })) => {
+                // A connection that lingers after its peer died shows only
+                // as an unanswered ping: redial beside it (refused: gone).
+                tracing::debug!(%peer, error = %e, "ping failed; redialling");
+                self.probe(peer, PeerCondition::NotDialing);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -655,6 +846,9 @@ impl EventLoop {
                 // Peer exchange is no longer asked for (membership travels
                 // on gossipsub); still answered, for nodes of the previous
                 // version during a rolling upgrade.
+                // Peer exchange is no longer asked for (membership travels
+                // on gossipsub); still answered, for nodes of the previous
+                // version during a rolling upgrade.
                 wire::Request::Peers => {
                     let local = *self.swarm.local_peer_id();
                     let list = self
@@ -676,6 +870,10 @@ impl EventLoop {
                         .behaviour_mut()
                         .rr
                         .send_response(channel, wire::Response::Peers(list));
+                }
+                wire::Request::Members => {
+                    let answer = self.view_answer(peer);
+                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, answer);
                 }
                 wire::Request::Stats => {
                     let mut s = self.responder.stats();
@@ -700,7 +898,11 @@ impl EventLoop {
                 message: Message::Response { request_id, response },
                 ..
             } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
+                if self.view_asks.remove(&request_id) {
+                    if let wire::Response::Members(list) = response {
+                        self.learn_view(list);
+                    }
+                } else if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -710,7 +912,9 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
+                if self.view_asks.remove(&request_id) {
+                    tracing::debug!(%peer, %error, "member view not received");
+                } else if let Some(reply) = self.pending.remove(&request_id) {
                     tracing::debug!(%peer, %error, "ask failed");
                     let _ = reply.send(Err(error.to_string()));
                 }
@@ -737,6 +941,13 @@ pub(super) fn is_loopback(a: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
+}
+
+/// Now, in Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A random invalidation id: std's randomly keyed hasher (keys from the

@@ -1,10 +1,12 @@
 //! The fleet-wide messages, published on one gossipsub topic ([`TOPIC`]):
-//! membership announcements, invalidations and their acknowledgements.
+//! membership announcements, members found gone, invalidations and their
+//! acknowledgements.
 //!
 //! ```text
 //! message      = JSON object, at most MAX_MESSAGE bytes, tagged by "t":
-//!   announce   {"t":"announce","addrs":[multiaddr..],"started_unix_ms","seq","epoch","counters":{..},"leaving"}
-//!   invalidate {"t":"invalidate","id","epoch","what":{"all"|"prefix":s|"repository":"o/r"|"paths":[{"path","tree"}..]}}
+//!   announce   {"t":"announce","addrs":[multiaddr..],"started_unix_ms","seq","epoch","counters":{..},"leaving","joining","every_ms"}
+//!   gone       {"t":"gone","peer":peer id,"started_unix_ms","seq"}
+//!   invalidate {"t":"invalidate","id","epoch","what":{"all"|"prefix":s|"repository":"o/r"|"paths":[{"path","tree"}..]},"sent_unix_ms"}
 //!   ack        {"t":"ack","id","origin":peer id,"epoch"}
 //! ```
 //!
@@ -40,8 +42,11 @@ pub const MAX_PATHS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Message {
-    /// "I am here": sent every `membership::ANNOUNCE_EVERY`.
+    /// "I am here": sent every `membership::announce_every(members)`.
     Announce(Announcement),
+    /// "This member is gone": its connection to the sender dropped and a
+    /// redial failed (see `membership`).
+    Gone(Gone),
     /// "Drop this, everyone."
     Invalidate(Invalidation),
     /// "I applied invalidation `id` of `origin`."
@@ -69,6 +74,22 @@ pub struct Announcement {
     /// no key's owner (see `membership::SETTLE_AFTER_CONNECT`).
     #[serde(default)]
     pub joining: bool,
+    /// Its announcement period (ms): silent for `MISSED_ANNOUNCEMENTS` of
+    /// them, it leaves the views. 0 (absent): the base period.
+    #[serde(default)]
+    pub every_ms: u64,
+}
+
+/// A member a neighbour found gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    /// Its Peer ID (text).
+    pub peer: String,
+    /// The newest announcement of it the sender had heard: a member that
+    /// announced since is not gone.
+    pub started_unix_ms: u64,
+    /// (with `started_unix_ms`)
+    pub seq: u64,
 }
 
 /// A member's counters, as `gh_get_cache_stats` shows them: the same
@@ -84,6 +105,11 @@ pub struct Invalidation {
     pub epoch: u64,
     /// What to drop.
     pub what: What,
+    /// When the origin published it (Unix ms, its clock): members log how
+    /// long it took to reach them (`fleet invalidation applied`,
+    /// `delay_ms`), meaningful where the clocks agree (one machine).
+    #[serde(default)]
+    pub sent_unix_ms: u64,
 }
 
 /// [`Invalidate`] on the wire.
@@ -182,6 +208,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
                 .parse::<PeerId>()
                 .map_err(|e| format!("bad origin {:?}: {e}", a.origin))?;
         }
+        Message::Gone(g) => {
+            g.peer
+                .parse::<PeerId>()
+                .map_err(|e| format!("bad peer {:?}: {e}", g.peer))?;
+        }
     }
     Ok(m)
 }
@@ -210,16 +241,24 @@ mod tests {
                 },
                 leaving: false,
                 joining: true,
+                every_ms: 30_000,
+            }),
+            Message::Gone(Gone {
+                peer: PeerId::random().to_string(),
+                started_unix_ms: 1,
+                seq: 7,
             }),
             Message::Invalidate(Invalidation {
                 id: 9,
                 epoch: 4,
                 what: What::Repository("o/r".into()),
+                sent_unix_ms: 1,
             }),
             Message::Invalidate(Invalidation {
                 id: 10,
                 epoch: 5,
                 what: What::All,
+                sent_unix_ms: 0,
             }),
             Message::Ack(Ack {
                 id: 9,
@@ -242,6 +281,7 @@ mod tests {
                 "x".repeat(wire::MAX_STRING + 1)
             ),
             r#"{"t":"ack","id":1,"origin":"not a peer","epoch":1}"#.to_string(),
+            r#"{"t":"gone","peer":"not a peer","started_unix_ms":1,"seq":1}"#.to_string(),
             r#"{"t":"announce","addrs":["nope"],"started_unix_ms":1,"seq":1,"epoch":1,"counters":{"lookups":0,"hits":0,"misses":0,"api_calls":0,"api_calls_saved":0,"peer_hits":0,"entries":0,"peers":0}}"#.to_string(),
             r#"{"t":"other"}"#.to_string(),
             "[]".to_string(),
@@ -257,6 +297,7 @@ mod tests {
             counters: Counters::default(),
             leaving: false,
             joining: false,
+            every_ms: 0,
         });
         assert!(decode(&encode(&many)).is_err());
         assert!(decode(&vec![b' '; MAX_MESSAGE + 1]).is_err());

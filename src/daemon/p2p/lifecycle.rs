@@ -131,7 +131,9 @@ pub fn start(
                     identify::Config::new("/ghcache/1.0.0".into(), key.public())
                         .with_agent_version(format!("ghcache/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                // A failed ping makes the event loop redial the peer (a
+                // dead one whose connection lingers is then refused).
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY).with_timeout(PING_TIMEOUT)),
                 gossip: fleet_gossip(key)?,
                 mdns: Toggle::from(mdns),
             })
@@ -210,6 +212,8 @@ pub fn start(
         owners: owners_tx,
         started: Instant::now(),
         first_connected: None,
+        probes: HashMap::new(),
+        view_asks: Default::default(),
     };
     handle.spawn(async move {
         event_loop.run(stop_rx).await;
@@ -225,14 +229,35 @@ pub fn start(
     Ok((Box::new(host), client))
 }
 
+/// How often a connected peer is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A ping unanswered this long fails (the peer is then redialled).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fewest peers in a node's gossip mesh before it grafts more.
+const MESH_LOW: usize = 4;
+/// Most peers in a node's gossip mesh before it prunes some.
+const MESH_HIGH: usize = 8;
+
 /// The gossipsub behaviour of the fleet topic: signed messages validated
 /// strictly (the sender is the signed source), at most
 /// [`gossip::MAX_MESSAGE`] each, subscribed to [`gossip::TOPIC`].
+///
+/// Every copy of a message a node receives costs it a signature check
+/// (gossipsub verifies before it drops duplicates) and a trip through
+/// pnet, noise and yamux: the idle CPU of a member is mostly that. So the
+/// mesh is kept at [`MESH_LOW`]..=[`MESH_HIGH`] peers around
+/// [`TARGET_DEGREE`] instead of up to 12: each message reaches a member
+/// about once per mesh neighbour. A member's own messages still go to
+/// every peer it is connected to (gossipsub's flood publishing): a node
+/// that has just joined is often connected only to peers whose mesh is
+/// full, and hears them that way.
 fn fleet_gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, StartError> {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .max_transmit_size(gossip::MAX_MESSAGE)
         .mesh_n(TARGET_DEGREE)
+        .mesh_n_low(MESH_LOW)
+        .mesh_n_high(MESH_HIGH)
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;
     let mut behaviour = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)

@@ -37,6 +37,12 @@ pub struct P2pMetrics {
     pub epoch: AtomicU64,
     /// Members taken out of the view because an ask to them failed.
     pub suspected: AtomicU64,
+    /// Messages of the fleet topic delivered to this node (each once:
+    /// gossipsub drops the duplicates before).
+    pub fleet_messages: AtomicU64,
+    /// Members this node found gone (their connection dropped and a
+    /// redial failed) and announced as gone.
+    pub gone_published: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -73,6 +79,16 @@ impl P2pMetrics {
             "p2p_epoch_catch_ups",
             "Times this node had missed invalidations and cleared its cache.",
             v(&self.epoch_catch_ups),
+        );
+        out.counter(
+            "p2p_fleet_messages",
+            "Messages of the fleet topic delivered to this node (duplicates excluded).",
+            v(&self.fleet_messages),
+        );
+        out.counter(
+            "p2p_gone_published",
+            "Members this node found gone and announced as gone.",
+            v(&self.gone_published),
         );
         out.counter("p2p_asked", "Entry requests sent to owners.", v(&self.asked));
         out.counter("p2p_received", "Entries received from owners.", v(&self.received));

@@ -5,7 +5,8 @@
 //!  App::read (leader) ──▶ Client::ask(owner) ──cmd──▶ EventLoop (owns the Swarm) ──/ghcache/entry/1──▶ owner
 //!                                                        │  inbound request
 //!                                                        └──▶ task: Responder (App::serve_peer, peers off) ──cmd: Respond──▶ EventLoop
-//!  every 2 s: announcement (addrs, counters, epoch) ──gossipsub /ghcache/fleet/1──▶ every member's view
+//!  every max(2 s, N/4 s): announcement (addrs, counters, epoch) ──gossipsub /ghcache/fleet/1──▶ every member's view
+//!  a neighbour's connection drops, its redial fails: "gone" ──gossipsub──▶ every member's view
 //!  App::invalidate_fleet ──cmd──▶ EventLoop ──gossipsub──▶ members apply (App::invalidate) and ack
 //! ```
 //!
@@ -24,9 +25,11 @@
 //! it, [`Client::listen_addrs`] reads it.
 //!
 //! # Membership and owners
-//! Every member announces itself on gossipsub every 2 s; the member view is
-//! this node plus the members heard within the failure bound (3 missed
-//! announcements, [`membership`]). A key's owner is chosen by rendezvous
+//! Every member announces itself on gossipsub, at a period that grows with
+//! the fleet so the fleet-wide rate stays bounded; the member view is this
+//! node plus the members heard within 3 of their periods, less those a
+//! neighbour found gone (its connection dropped and a redial failed)
+//! ([`membership`]). A key's owner is chosen by rendezvous
 //! hashing over that view ([`owner_of`]), not over connections: members
 //! agree on owners without being connected to each other. Connections are
 //! bounded ([`Limits`], `max_peer_connections`): gossipsub's mesh plus

@@ -27,6 +27,9 @@ pub const MAX_STRING: usize = 4096;
 pub const MAX_QUERY: usize = 32;
 /// Most peers in a peer-exchange answer, and addresses per peer.
 pub const MAX_PEERS: usize = 64;
+/// Most members in a member-view answer (a joining node of a larger fleet
+/// learns the rest from announcements).
+pub const MAX_MEMBERS: usize = 4096;
 /// Most addresses per peer in a peer-exchange answer.
 pub const MAX_ADDRS: usize = 8;
 
@@ -66,6 +69,8 @@ pub enum Request {
     Stats,
     /// "Which peers do you know?"
     Peers,
+    /// "Which members are in your view?" (a joining node asks)
+    Members,
 }
 
 /// A peer's counters (also the counters of a fleet announcement,
@@ -114,6 +119,8 @@ pub enum Response {
     Stats(StatsReply),
     /// Known peers: (peer id bytes, listen addresses as bytes).
     Peers(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
+    /// The live members of a view, as `Peers` but up to [`MAX_MEMBERS`].
+    Members(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
 }
 
 /// A decoding error (the stream is closed).
@@ -280,6 +287,7 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, WireError> {
         }
         Request::Stats => Writer::new(2).0,
         Request::Peers => Writer::new(3).0,
+        Request::Members => Writer::new(4).0,
     })
 }
 
@@ -316,6 +324,7 @@ pub fn decode_request(buf: &[u8]) -> Result<Request, WireError> {
         }
         2 => Request::Stats,
         3 => Request::Peers,
+        4 => Request::Members,
         _ => return Err(WireError("unknown request")),
     };
     r.end()?;
@@ -382,19 +391,48 @@ pub fn encode_response(res: &Response) -> Result<Vec<u8>, WireError> {
             let mut w = Writer::new(4);
             let peers = &peers[..peers.len().min(MAX_PEERS)];
             w.0.push(peers.len() as u8);
-            for (id, addrs) in peers {
-                check_len(id)?;
-                w.short_bytes(id);
-                let addrs = &addrs[..addrs.len().min(MAX_ADDRS)];
-                w.0.push(addrs.len() as u8);
-                for a in addrs {
-                    check_len(a)?;
-                    w.short_bytes(a);
-                }
-            }
+            encode_peer_list(&mut w, peers)?;
+            w.0
+        }
+        Response::Members(members) => {
+            let mut w = Writer::new(5);
+            let members = &members[..members.len().min(MAX_MEMBERS)];
+            w.0.extend_from_slice(&(members.len() as u16).to_be_bytes());
+            encode_peer_list(&mut w, members)?;
             w.0
         }
     })
+}
+
+/// The entries of a `Peers` or `Members` answer (after their count).
+fn encode_peer_list(w: &mut Writer, peers: &[(Vec<u8>, Vec<Vec<u8>>)]) -> Result<(), WireError> {
+    for (id, addrs) in peers {
+        check_len(id)?;
+        w.short_bytes(id);
+        let addrs = &addrs[..addrs.len().min(MAX_ADDRS)];
+        w.0.push(addrs.len() as u8);
+        for a in addrs {
+            check_len(a)?;
+            w.short_bytes(a);
+        }
+    }
+    Ok(())
+}
+
+/// `n` entries of a `Peers` or `Members` answer. Each takes at least 3
+/// bytes, so what is reserved never exceeds the input's size.
+fn decode_peer_list(r: &mut Reader, n: usize) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, WireError> {
+    let mut peers = Vec::with_capacity(n.min(r.buf.len() / 3));
+    for _ in 0..n {
+        let id = r.short_bytes()?;
+        let m = r.count(MAX_ADDRS, "too many addresses")?;
+        let mut addrs = Vec::with_capacity(m);
+        for _ in 0..m {
+            addrs.push(r.short_bytes()?);
+        }
+        peers.push((id, addrs));
+    }
+    Ok(peers)
 }
 
 /// Decodes a response payload. Pure; never panics.
@@ -441,17 +479,14 @@ pub fn decode_response(buf: &[u8]) -> Result<Response, WireError> {
         }
         4 => {
             let n = r.count(MAX_PEERS, "too many peers")?;
-            let mut peers = Vec::with_capacity(n);
-            for _ in 0..n {
-                let id = r.short_bytes()?;
-                let m = r.count(MAX_ADDRS, "too many addresses")?;
-                let mut addrs = Vec::with_capacity(m);
-                for _ in 0..m {
-                    addrs.push(r.short_bytes()?);
-                }
-                peers.push((id, addrs));
+            Response::Peers(decode_peer_list(&mut r, n)?)
+        }
+        5 => {
+            let n = r.u16()? as usize;
+            if n > MAX_MEMBERS {
+                return Err(WireError("too many members"));
             }
-            Response::Peers(peers)
+            Response::Members(decode_peer_list(&mut r, n)?)
         }
         _ => return Err(WireError("unknown response")),
     };
@@ -505,7 +540,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for req in [entry_request(), Request::Stats, Request::Peers] {
+        for req in [entry_request(), Request::Stats, Request::Peers, Request::Members] {
             assert_eq!(decode_request(&encode_request(&req).unwrap()).unwrap(), req);
         }
         let responses = [
@@ -537,6 +572,7 @@ mod tests {
                 peers: 8,
             }),
             Response::Peers(vec![(vec![1, 2], vec![vec![3], vec![4, 5]])]),
+            Response::Members(vec![(vec![1, 2], vec![vec![3]]); MAX_PEERS * 2]),
         ];
         for res in responses {
             assert_eq!(decode_response(&encode_response(&res).unwrap()).unwrap(), res);
