@@ -231,8 +231,8 @@ async fn partition_fleet() {
     let calm: Vec<String> = (0..k).map(|i| format!("calm-{i}")).collect();
     total.add(ask_everywhere(&all, &calm).await);
     let counts = upstream(&github, &calm);
+    // A baseline for the figures below; tests/fleet.rs asserts it.
     figure("calm_requests_per_key", format!("{:.2}", per_key(&counts)));
-    assert!(counts.iter().all(|c| *c == 1), "calm: one request per key: {counts:?}");
 
     // The cut. Rounds of new keys on every node while it lasts; a round
     // is "settled" when, before it started, each side's views held only
