@@ -15,7 +15,8 @@
 //!   per side). Routing restored: every view holds all N again (the time
 //!   is printed; bound 30 s) and a new key reaches GitHub once.
 //!
-//! Figures are printed as `partition name=value` lines (`ci/partition`
+//! The partition test is ignored by default (heavy; see its doc). Figures
+//! are printed as `partition name=value` lines (`ci/partition`
 //! runs the scenario at a larger N in release; knobs
 //! `GHCACHE_PARTITION_NODES`, `GHCACHE_PARTITION_SPLIT_SECS`,
 //! `GHCACHE_PARTITION_KEYS`).
@@ -188,7 +189,11 @@ async fn mdns_fleet() {
     }
 }
 
+/// Ignored by default: on a 2-core machine loaded by other builds (load
+/// average 15–20) the debug daemons' views flap and the run takes over
+/// 60 s; `ci/partition` runs it in release.
 #[test]
+#[ignore = "6 daemons, 40-70 s in debug; ci/partition runs it (release)"]
 fn partition_and_heal() {
     isolated("partition_and_heal", || runtime().block_on(partition_fleet()));
 }

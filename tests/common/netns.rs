@@ -73,7 +73,7 @@ pub fn isolated(test: &str, body: impl FnOnce()) {
     let out = Command::new("unshare")
         .args(UNSHARE)
         .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
         .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
