@@ -1,11 +1,14 @@
-//! Test helpers: a fake GitHub on 127.0.0.1 and an in-process daemon.
+//! Test helpers: a fake GitHub (on 127.0.0.1 or another address), an
+//! in-process daemon, daemon processes (`node.rs`) and network namespaces
+//! (`netns.rs`).
 //!
 //! The fake serves JSON for any path with a per-path ETag (`"v<version>"`),
 //! answers 304 to a matching `If-None-Match`, sends `x-ratelimit-*`
 //! headers, paginates `/repos/o/r/issues` (250 items, `Link` headers),
 //! lists one runner for any `…/actions/runners` and two workflow runs for
-//! any `…/actions/runs`, and counts every request. Knobs: `down` (503 for everything), `remaining`
-//! (the quota it reports; 0 makes it answer 403 like GitHub), `reset_in_secs`,
+//! any `…/actions/runs`, and counts every request (in all and per path).
+//! Knobs: `down` (503 for everything), `remaining` (the quota it reports;
+//! 0 makes it answer 403 like GitHub), `reset_in_secs`,
 //! `retry_after`, `delay_ms`, `version` (bump it: every ETag changes; a
 //! request answers with the version current when it arrived), `hold`
 //! (requests that arrive wait, counted in `in_flight`, until it is cleared).
@@ -14,12 +17,14 @@
 #![allow(dead_code)]
 
 pub mod dns_server;
+pub mod netns;
 pub mod node;
 pub mod variables;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -35,6 +40,8 @@ use ghcache::daemon::{spawn, App, DaemonClock, Running};
 #[derive(Default)]
 pub struct Fake {
     pub requests: AtomicU64,
+    /// Requests per path.
+    pub per_path: Mutex<HashMap<String, u64>>,
     pub not_modified: AtomicU64,
     pub with_etag: AtomicU64,
     pub down: AtomicBool,
@@ -64,10 +71,16 @@ pub struct FakeGithub {
 
 impl FakeGithub {
     pub async fn start() -> FakeGithub {
+        FakeGithub::start_on([127, 0, 0, 1].into()).await
+    }
+
+    /// A fake listening on `ip` (`0.0.0.0`: every address of this network
+    /// namespace; call it through [`FakeGithub::url_via`]).
+    pub async fn start_on(ip: IpAddr) -> FakeGithub {
         let state = Arc::new(Fake::default());
         state.remaining.store(-1, Ordering::SeqCst);
         let app = Router::new().fallback(serve).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -77,6 +90,17 @@ impl FakeGithub {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL through `ip`, one of this namespace's addresses (for a
+    /// fake started on `0.0.0.0`).
+    pub fn url_via(&self, ip: IpAddr) -> String {
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// Requests for `path` so far.
+    pub fn requests_for(&self, path: &str) -> u64 {
+        self.state.per_path.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn requests(&self) -> u64 {
@@ -95,6 +119,12 @@ fn reset_in(secs: u64) -> u64 {
 
 async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     fake.requests.fetch_add(1, Ordering::SeqCst);
+    *fake
+        .per_path
+        .lock()
+        .unwrap()
+        .entry(req.uri().path().to_string())
+        .or_default() += 1;
     let version = fake.version.load(Ordering::SeqCst);
     let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     fake.max_in_flight.fetch_max(now, Ordering::SeqCst);

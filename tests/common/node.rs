@@ -1,6 +1,8 @@
-//! `ghcache daemon` processes on 127.0.0.1 for fleet, soak and fault
-//! tests: spawn with a fresh data directory, kill, restart with the same
-//! arguments, call tools over /jsonrpc, read /proc figures.
+//! `ghcache daemon` processes for fleet, soak and fault tests: spawn with a
+//! fresh data directory, kill, restart with the same arguments, call tools
+//! over /jsonrpc, read /proc figures. A node listens on 127.0.0.1, or on
+//! another address of the network namespace its `prefix` runs it in
+//! ([`Node::spawn_on`], see `netns.rs`).
 //!
 //! # Ports
 //! No port is picked by the harness. A node's first start listens on port
@@ -24,6 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Node {
     pub child: Option<Child>,
+    /// The address both listeners bind and the harness calls.
+    pub host: String,
     /// The HTTP port, from the ready file (0 before the first start).
     pub http: u16,
     /// The P2P port, from the ready file (0 while P2P does not listen).
@@ -64,6 +68,25 @@ impl Node {
         prefix: &[&str],
         env: &[(&str, &str)],
     ) -> Node {
+        let bootstrap: Vec<String> = bootstrap
+            .map(|b| format!("/ip4/127.0.0.1/tcp/{b}"))
+            .into_iter()
+            .collect();
+        Node::spawn_on("127.0.0.1", name, github, &bootstrap, extra, prefix, env)
+    }
+
+    /// [`Node::spawn_with`] listening on `host` (an address of the network
+    /// namespace `prefix` runs the daemon in), bootstrapping from the
+    /// multiaddrs `bootstrap`.
+    pub fn spawn_on(
+        host: &str,
+        name: &str,
+        github: &str,
+        bootstrap: &[String],
+        extra: &[&str],
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let dir = std::env::temp_dir().join(format!("ghcache-fleet-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -78,14 +101,15 @@ impl Node {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if let Some(b) = bootstrap {
+        for b in bootstrap {
             args.push("--bootstrap".into());
-            args.push(format!("/ip4/127.0.0.1/tcp/{b}"));
+            args.push(b.clone());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut node = Node {
             child: None,
+            host: host.to_string(),
             http: 0,
             p2p: 0,
             dir,
@@ -130,8 +154,8 @@ impl Node {
         };
         let child = command
             .arg("daemon")
-            .args(["--listen", &format!("127.0.0.1:{}", self.http)])
-            .args(["--p2p-listen", &format!("/ip4/127.0.0.1/tcp/{}", self.p2p)])
+            .args(["--listen", &format!("{}:{}", self.host, self.http)])
+            .args(["--p2p-listen", &format!("/ip4/{}/tcp/{}", self.host, self.p2p)])
             .arg("--ready-file")
             .arg(self.ready_file())
             .args(&self.args)
@@ -170,7 +194,7 @@ impl Node {
     pub fn poll_ready(&mut self) -> Option<Result<(), String>> {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
             let log = self.log();
-            let taken = if self.http != 0 && log.contains(&format!("cannot listen on 127.0.0.1:{}", self.http)) {
+            let taken = if self.http != 0 && log.contains(&format!("cannot listen on {}:{}", self.host, self.http)) {
                 format!(
                     "HTTP port {} was taken by another socket while the node was down; ",
                     self.http
@@ -234,7 +258,7 @@ impl Node {
         if let Err(e) = self.ready(timeout).await {
             panic!("{e}");
         }
-        let url = format!("http://127.0.0.1:{}/healthz", self.http);
+        let url = format!("http://{}:{}/healthz", self.host, self.http);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("the daemon exited ({status}) before answering; log:\n{}", self.log());
@@ -262,7 +286,7 @@ impl Node {
             json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}, "id": 1});
         let r = self
             .client
-            .post(format!("http://127.0.0.1:{}/jsonrpc", self.http))
+            .post(format!("http://{}:{}/jsonrpc", self.host, self.http))
             .body(body.to_string())
             .send()
             .await;
@@ -273,7 +297,7 @@ impl Node {
     }
 
     pub async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        let url = format!("http://{}:{}/metrics", self.host, self.http);
         self.client.get(url).send().await.unwrap().text().await.unwrap()
     }
 
