@@ -535,7 +535,11 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
     // committed.
     let deadline = Instant::now() + Duration::from_secs(10);
     while stored(n2.stats().await) < written_before + 20 {
-        assert!(Instant::now() < deadline, "n2 never stored its 20 entries: {}", n2.stats().await);
+        assert!(
+            Instant::now() < deadline,
+            "n2 never stored its 20 entries: {}",
+            n2.stats().await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // n2 hangs holding the 20 entries in its store (SIGSTOP: its

@@ -252,10 +252,13 @@ impl App {
     }
 
     /// The fleet's invalidation epoch has been compared with this node's
-    /// (see [`App::disk_entries_confirmed`]'s field doc): entries loaded
+    /// (see the `disk_entries_confirmed` field): entries loaded
     /// from the store are served as they are from now on.
     pub fn confirm_disk_entries(&self) {
-        if !self.disk_entries_confirmed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self
+            .disk_entries_confirmed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             tracing::debug!("invalidation epoch compared with the fleet; stored entries are served");
         }
     }

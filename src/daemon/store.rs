@@ -984,7 +984,11 @@ mod tests {
         let (store, loaded) = Store::open(&path, bounds(10), &|_| true).unwrap();
         assert_eq!(store.epoch_at_open(), 9);
         let keys: Vec<_> = loaded.iter().map(|(k, _)| k.clone()).collect();
-        assert_eq!(keys, vec![key(2)], "the deleted key must not come back under the new epoch");
+        assert_eq!(
+            keys,
+            vec![key(2)],
+            "the deleted key must not come back under the new epoch"
+        );
         rt.block_on(store.close());
         let _ = std::fs::remove_dir_all(&dir);
     }

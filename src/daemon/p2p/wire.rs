@@ -404,8 +404,12 @@ pub fn encode_response(res: &Response) -> Result<Vec<u8>, WireError> {
     })
 }
 
+/// One entry of a `Peers` or `Members` answer: a Peer ID's bytes and its
+/// multiaddrs' bytes.
+type PeerEntry = (Vec<u8>, Vec<Vec<u8>>);
+
 /// The entries of a `Peers` or `Members` answer (after their count).
-fn encode_peer_list(w: &mut Writer, peers: &[(Vec<u8>, Vec<Vec<u8>>)]) -> Result<(), WireError> {
+fn encode_peer_list(w: &mut Writer, peers: &[PeerEntry]) -> Result<(), WireError> {
     for (id, addrs) in peers {
         check_len(id)?;
         w.short_bytes(id);
@@ -421,7 +425,7 @@ fn encode_peer_list(w: &mut Writer, peers: &[(Vec<u8>, Vec<Vec<u8>>)]) -> Result
 
 /// `n` entries of a `Peers` or `Members` answer. Each takes at least 3
 /// bytes, so what is reserved never exceeds the input's size.
-fn decode_peer_list(r: &mut Reader, n: usize) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, WireError> {
+fn decode_peer_list(r: &mut Reader, n: usize) -> Result<Vec<PeerEntry>, WireError> {
     let mut peers = Vec::with_capacity(n.min(r.buf.len() / 3));
     for _ in 0..n {
         let id = r.short_bytes()?;
