@@ -106,6 +106,8 @@ pub(super) struct EventLoop {
     pub(super) epoch_confirmed: bool,
     /// A catch-up (clear) is running.
     pub(super) catching_up: bool,
+    /// The ids the running catch-up takes as applied.
+    pub(super) catch_up_ids: Vec<u64>,
     pub(super) ticks: u64,
     /// The view is settled (see `membership::SETTLE_AFTER_CONNECT`).
     pub(super) settled: watch::Sender<bool>,
@@ -228,6 +230,7 @@ impl EventLoop {
             started_unix_ms: self.started_unix_ms,
             seq: self.seq,
             epoch: self.epochs.current(),
+            epoch_ids: self.epochs.announced_ids(),
             counters,
             leaving,
             joining: self.settle_announced.is_none(),
@@ -290,8 +293,8 @@ impl EventLoop {
             self.settled.send_replace(true);
         }
         if !self.catching_up {
-            if let Some(target) = self.epochs.catch_up_due(now) {
-                self.catch_up(target);
+            if let Some((target, ids)) = self.epochs.catch_up_due(now) {
+                self.catch_up(target, ids);
             }
         }
         // Settled: every live member has announced its epoch since this
@@ -308,10 +311,11 @@ impl EventLoop {
     }
 
     /// This node missed invalidations (a live member announced a higher
-    /// epoch for longer than the grace): clear everything, then take that
-    /// epoch.
-    fn catch_up(&mut self, target: u64) {
+    /// epoch, or ids at its own epoch it lacks, for longer than the grace):
+    /// clear everything, then take that epoch and those ids as applied.
+    fn catch_up(&mut self, target: u64, ids: Vec<u64>) {
         self.catching_up = true;
+        self.catch_up_ids = ids;
         self.metrics.epoch_catch_ups.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             epoch = self.epochs.current(),
@@ -465,7 +469,10 @@ impl EventLoop {
                         "fleet invalidation applied"
                     );
                 }
-                self.epochs.applied(epoch);
+                match ack {
+                    Some((_, id)) => self.epochs.applied(epoch, id),
+                    None => self.epochs.caught_up(epoch, &std::mem::take(&mut self.catch_up_ids)),
+                }
                 self.metrics.epoch.store(self.epochs.current(), Ordering::Relaxed);
                 if ack.is_none() {
                     self.catching_up = false;
@@ -662,7 +669,7 @@ impl EventLoop {
                             self.swarm.add_peer_address(source, addr);
                         }
                     }
-                    self.epochs.heard_epoch(a.epoch, now);
+                    self.epochs.heard_epoch(a.epoch, &a.epoch_ids, now);
                 }
                 self.refresh_view(now);
             }

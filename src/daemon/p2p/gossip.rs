@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! message      = JSON object, at most MAX_MESSAGE bytes, tagged by "t":
-//!   announce   {"t":"announce","addrs":[multiaddr..],"started_unix_ms","seq","epoch","counters":{..},"leaving","joining","every_ms"}
+//!   announce   {"t":"announce","addrs":[multiaddr..],"started_unix_ms","seq","epoch","epoch_ids":[id..],"counters":{..},"leaving","joining","every_ms"}
 //!   gone       {"t":"gone","peer":peer id,"started_unix_ms","seq"}
 //!   invalidate {"t":"invalidate","id","epoch","what":{"all"|"prefix":s|"repository":"o/r"|"paths":[{"path","tree"}..]},"sent_unix_ms"}
 //!   ack        {"t":"ack","id","origin":peer id,"epoch"}
@@ -65,6 +65,10 @@ pub struct Announcement {
     pub seq: u64,
     /// The invalidation epoch it has applied.
     pub epoch: u64,
+    /// The ids of the invalidations it applied at `epoch` (at most
+    /// `invalidation::ANNOUNCED_IDS`; absent: unknown).
+    #[serde(default)]
+    pub epoch_ids: Vec<u64>,
     /// Its counters, for fleet stats.
     pub counters: Counters,
     /// It is shutting down: drop it from the view now.
@@ -176,6 +180,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
             if a.addrs.len() > MAX_ADDRS {
                 return Err(format!("{} addresses (at most {MAX_ADDRS})", a.addrs.len()));
             }
+            let most_ids = super::invalidation::ANNOUNCED_IDS;
+            if a.epoch_ids.len() > most_ids {
+                return Err(format!("{} invalidation ids (at most {most_ids})", a.epoch_ids.len()));
+            }
             for addr in &a.addrs {
                 addr.parse::<Multiaddr>()
                     .map_err(|e| format!("bad address {addr:?}: {e}"))?;
@@ -235,6 +243,7 @@ mod tests {
                 started_unix_ms: 1,
                 seq: 2,
                 epoch: 3,
+                epoch_ids: vec![7, 9],
                 counters: Counters {
                     api_calls: 4,
                     ..Default::default()
@@ -289,17 +298,24 @@ mod tests {
         for b in bad {
             assert!(decode(b.as_bytes()).is_err(), "{b}");
         }
-        let many = Message::Announce(Announcement {
+        let many = Announcement {
             addrs: vec!["/ip4/127.0.0.1/tcp/1".into(); MAX_ADDRS + 1],
             started_unix_ms: 0,
             seq: 0,
             epoch: 0,
+            epoch_ids: vec![],
             counters: Counters::default(),
             leaving: false,
             joining: false,
             every_ms: 0,
-        });
-        assert!(decode(&encode(&many)).is_err());
+        };
+        assert!(decode(&encode(&Message::Announce(many.clone()))).is_err());
+        let many_ids = Announcement {
+            addrs: vec![],
+            epoch_ids: (0..=super::super::invalidation::ANNOUNCED_IDS as u64).collect(),
+            ..many
+        };
+        assert!(decode(&encode(&Message::Announce(many_ids))).is_err());
         assert!(decode(&vec![b' '; MAX_MESSAGE + 1]).is_err());
     }
 

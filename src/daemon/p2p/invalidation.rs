@@ -17,17 +17,24 @@
 //! the higher epoch. Clearing is conservative: it drops more than it
 //! missed, never less.
 //!
-//! What this does not catch: two invalidations published concurrently with
-//! the same epoch, one of which a member missed while receiving the other
-//! (its epoch then matches the fleet's). Gossipsub's own gossip (IHAVE /
-//! IWANT over its message cache) repairs a message lost to a connected
-//! member; a member cut off for longer is caught by the epoch gap.
+//! Two invalidations published concurrently (neither origin had seen the
+//! other's) carry the same epoch, so the epoch alone cannot tell a member
+//! that applied one of them from a member that applied both. Members
+//! therefore also announce the ids they applied at their epoch (at most
+//! [`ANNOUNCED_IDS`]); a member that hears its own epoch with an id it has
+//! not applied is behind just the same, and catches up the same way (after
+//! the grace, by clearing), taking those ids as applied. A node started
+//! from its store knows its epoch but not the ids it applied at it (the
+//! store keeps the epoch only): until it applies or catches up to a newer
+//! one, it is judged by the epoch alone.
 //!
 //! Invariants: pure state, no I/O, `now` passed in; an epoch never goes
 //! down; an invalidation id is applied at most once per node (remembered
-//! for the last [`REMEMBERED_IDS`]).
+//! for the last [`REMEMBERED_IDS`]); this node is behind exactly when a
+//! live member announced a higher epoch, or its epoch with an id this node
+//! has not applied, and it has not applied or caught up to that since.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -42,6 +49,9 @@ pub const ACK_WAIT: Duration = Duration::from_secs(2);
 pub const PENDING_FOR: Duration = Duration::from_secs(10);
 /// Invalidation ids remembered, to apply each once.
 pub const REMEMBERED_IDS: usize = 4096;
+/// Ids applied at its epoch that a member announces, at most (the
+/// smallest; concurrent publications at one epoch are few).
+pub const ANNOUNCED_IDS: usize = 16;
 
 /// Acks of one invalidation, as the origin sees them.
 #[derive(Clone, Debug, Default)]
@@ -73,11 +83,23 @@ struct Pending {
     since: Instant,
 }
 
+/// What a live member announced that this node has not applied: an epoch
+/// and the ids at it this node lacks, first heard at `since`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Behind {
+    epoch: u64,
+    ids: BTreeSet<u64>,
+    since: Instant,
+}
+
 /// This node's epoch, the gap it may be behind by, the invalidations it
 /// published and awaits acks for, and the ids it has applied.
 pub struct Epochs {
     current: u64,
-    behind: Option<(u64, Instant)>,
+    /// The ids applied at `current`; `None` when unknown (started from a
+    /// store, which keeps the epoch only).
+    ids_at_current: Option<BTreeSet<u64>>,
+    behind: Option<Behind>,
     pending: HashMap<u64, Pending>,
     seen: HashSet<(PeerId, u64)>,
     seen_order: VecDeque<(PeerId, u64)>,
@@ -88,6 +110,7 @@ impl Epochs {
     pub fn new(epoch: u64) -> Epochs {
         Epochs {
             current: epoch,
+            ids_at_current: (epoch == 0).then(BTreeSet::new),
             behind: None,
             pending: HashMap::new(),
             seen: HashSet::new(),
@@ -100,10 +123,22 @@ impl Epochs {
         self.current
     }
 
+    /// The ids applied at the current epoch that announcements carry (at
+    /// most [`ANNOUNCED_IDS`], the smallest; none when unknown).
+    pub fn announced_ids(&self) -> Vec<u64> {
+        self.ids_at_current
+            .iter()
+            .flatten()
+            .take(ANNOUNCED_IDS)
+            .copied()
+            .collect()
+    }
+
     /// A local invalidation (already applied): its epoch, and the
     /// progress its acks will be counted in.
     pub fn publish(&mut self, id: u64, expected: Vec<PeerId>, now: Instant) -> (u64, watch::Receiver<Progress>) {
         self.current += 1;
+        self.ids_at_current = Some(BTreeSet::from([id]));
         let (tx, rx) = watch::channel(Progress {
             expected,
             acked: HashSet::new(),
@@ -133,9 +168,29 @@ impl Epochs {
         true
     }
 
-    /// An invalidation of epoch `epoch` (or a catch-up to it) was applied.
-    pub fn applied(&mut self, epoch: u64) {
-        self.current = self.current.max(epoch);
+    /// Invalidation `id` of epoch `epoch` was applied.
+    pub fn applied(&mut self, epoch: u64, id: u64) {
+        self.take(epoch, [id]);
+    }
+
+    /// This node caught up (cleared) to `epoch`, whose invalidations `ids`
+    /// it had heard of.
+    pub fn caught_up(&mut self, epoch: u64, ids: &[u64]) {
+        if epoch == self.current && self.ids_at_current.is_none() {
+            self.ids_at_current = Some(BTreeSet::new());
+        }
+        self.take(epoch, ids.iter().copied());
+    }
+
+    fn take(&mut self, epoch: u64, ids: impl IntoIterator<Item = u64>) {
+        if epoch > self.current {
+            self.current = epoch;
+            self.ids_at_current = Some(ids.into_iter().collect());
+        } else if epoch == self.current {
+            if let Some(mine) = &mut self.ids_at_current {
+                mine.extend(ids);
+            }
+        }
         self.settle();
     }
 
@@ -148,30 +203,43 @@ impl Epochs {
         }
     }
 
-    /// A live member announced `epoch`.
-    pub fn heard_epoch(&mut self, epoch: u64, now: Instant) {
-        if epoch > self.current {
-            self.behind = Some(match self.behind {
-                Some((target, since)) => (target.max(epoch), since),
-                None => (epoch, now),
-            });
+    /// A live member announced `epoch`, having applied `ids` at it.
+    pub fn heard_epoch(&mut self, epoch: u64, ids: &[u64], now: Instant) {
+        let lacking: BTreeSet<u64> = match (epoch.cmp(&self.current), &self.ids_at_current) {
+            (std::cmp::Ordering::Less, _) | (std::cmp::Ordering::Equal, None) => return,
+            (std::cmp::Ordering::Greater, _) => ids.iter().copied().collect(),
+            (std::cmp::Ordering::Equal, Some(mine)) => ids.iter().filter(|id| !mine.contains(id)).copied().collect(),
+        };
+        if epoch == self.current && lacking.is_empty() {
+            return;
+        }
+        match &mut self.behind {
+            Some(b) if b.epoch == epoch => b.ids.extend(lacking),
+            Some(b) if b.epoch > epoch => {}
+            _ => {
+                let since = self.behind.as_ref().map_or(now, |b| b.since);
+                self.behind = Some(Behind {
+                    epoch,
+                    ids: lacking,
+                    since,
+                });
+            }
         }
     }
 
-    /// A live member announced a higher epoch than this node's, and this
-    /// node has not caught up yet.
+    /// A live member announced what this node has not applied, and it has
+    /// not caught up yet.
     pub fn behind(&self) -> bool {
-        self.behind.is_some_and(|(target, _)| target > self.current)
+        self.behind.is_some()
     }
 
-    /// The epoch to catch up to by clearing, once a gap has lasted
-    /// [`CATCH_UP_GRACE`]. The caller clears, then calls [`Epochs::applied`].
-    pub fn catch_up_due(&self, now: Instant) -> Option<u64> {
-        match self.behind {
-            Some((target, since))
-                if target > self.current && now.saturating_duration_since(since) >= CATCH_UP_GRACE =>
-            {
-                Some(target)
+    /// The epoch to catch up to by clearing, and the ids to take as
+    /// applied at it, once a gap has lasted [`CATCH_UP_GRACE`]. The caller
+    /// clears, then calls [`Epochs::caught_up`].
+    pub fn catch_up_due(&self, now: Instant) -> Option<(u64, Vec<u64>)> {
+        match &self.behind {
+            Some(b) if now.saturating_duration_since(b.since) >= CATCH_UP_GRACE => {
+                Some((b.epoch, b.ids.iter().copied().collect()))
             }
             _ => None,
         }
@@ -184,8 +252,13 @@ impl Epochs {
             .retain(|_, p| now.saturating_duration_since(p.since) < PENDING_FOR);
     }
 
+    /// Forgets the gap once what it named has been applied.
     fn settle(&mut self) {
-        if self.behind.is_some_and(|(target, _)| target <= self.current) {
+        let done = |b: &Behind| {
+            b.epoch < self.current
+                || (b.epoch == self.current && self.ids_at_current.as_ref().is_some_and(|mine| b.ids.is_subset(mine)))
+        };
+        if self.behind.as_ref().is_some_and(done) {
             self.behind = None;
         }
     }
@@ -215,21 +288,78 @@ mod tests {
     fn a_gap_that_lasts_the_grace_asks_for_a_catch_up() {
         let t0 = Instant::now();
         let mut e = Epochs::new(2);
-        e.heard_epoch(2, t0);
+        e.heard_epoch(2, &[], t0);
         assert_eq!(e.catch_up_due(t0 + CATCH_UP_GRACE), None, "not behind");
-        e.heard_epoch(5, t0);
+        e.heard_epoch(5, &[50], t0);
         assert_eq!(e.catch_up_due(t0), None, "within the grace");
-        e.heard_epoch(6, t0 + Duration::from_millis(500));
-        assert_eq!(e.catch_up_due(t0 + CATCH_UP_GRACE), Some(6));
-        e.applied(6);
+        e.heard_epoch(6, &[60], t0 + Duration::from_millis(500));
+        assert_eq!(e.catch_up_due(t0 + CATCH_UP_GRACE), Some((6, vec![60])));
+        e.caught_up(6, &[60]);
         assert_eq!((e.current(), e.catch_up_due(t0 + CATCH_UP_GRACE)), (6, None));
+        assert!(!e.behind());
         // The missing invalidation arrives within the grace: no catch-up.
-        e.heard_epoch(7, t0);
-        e.applied(7);
+        e.heard_epoch(7, &[70], t0);
+        e.applied(7, 70);
         assert_eq!(e.catch_up_due(t0 + CATCH_UP_GRACE), None);
         // Epochs never go down.
-        e.applied(1);
+        e.applied(1, 10);
         assert_eq!(e.current(), 7);
+    }
+
+    /// Two invalidations published concurrently share an epoch: a member
+    /// that applied one of them hears the other's id at its own epoch.
+    #[test]
+    fn a_missed_invalidation_of_the_same_epoch_is_a_gap_too() {
+        let t0 = Instant::now();
+        let late = t0 + CATCH_UP_GRACE;
+        let mut e = Epochs::new(0);
+        e.applied(5, 51);
+        assert_eq!(e.announced_ids(), vec![51]);
+        e.heard_epoch(5, &[51], t0);
+        assert!(!e.behind(), "the same ids");
+        e.heard_epoch(5, &[51, 52], t0);
+        assert!(e.behind());
+        assert_eq!(e.catch_up_due(late), Some((5, vec![52])));
+        // Arriving within the grace settles it.
+        e.applied(5, 52);
+        assert!(!e.behind());
+        assert_eq!(e.announced_ids(), vec![51, 52]);
+        // Missed for good: caught up, the ids are taken as applied.
+        e.heard_epoch(5, &[53], t0);
+        let (epoch, ids) = e.catch_up_due(late).unwrap();
+        e.caught_up(epoch, &ids);
+        assert!(!e.behind());
+        e.heard_epoch(5, &[51, 52, 53], t0);
+        assert!(!e.behind(), "nothing lacking after the catch-up");
+        // A higher epoch replaces the ids.
+        e.applied(6, 61);
+        assert_eq!(e.announced_ids(), vec![61]);
+    }
+
+    /// Started from a store, a node knows its epoch, not the ids at it: it
+    /// is judged by the epoch alone until it moves on.
+    #[test]
+    fn from_a_store_the_ids_at_its_epoch_are_unknown() {
+        let t0 = Instant::now();
+        let mut e = Epochs::new(4);
+        assert!(e.announced_ids().is_empty());
+        e.heard_epoch(4, &[41, 42], t0);
+        assert!(!e.behind(), "no clear at every restart");
+        e.heard_epoch(5, &[51], t0);
+        assert_eq!(e.catch_up_due(t0 + CATCH_UP_GRACE), Some((5, vec![51])));
+        e.caught_up(5, &[51]);
+        e.heard_epoch(5, &[51, 52], t0);
+        assert!(e.behind(), "known from now on");
+        // Caught up at its own unknown epoch, it knows the ids after.
+        let mut e = Epochs::new(4);
+        e.caught_up(4, &[41]);
+        assert_eq!(e.announced_ids(), vec![41]);
+        // At most ANNOUNCED_IDS are announced.
+        let mut e = Epochs::new(0);
+        for id in 0..(ANNOUNCED_IDS as u64 + 5) {
+            e.applied(1, id);
+        }
+        assert_eq!(e.announced_ids().len(), ANNOUNCED_IDS);
     }
 
     #[test]

@@ -205,6 +205,7 @@ pub fn start(
         last_announce: None,
         announce_soon: false,
         catching_up: false,
+        catch_up_ids: Vec::new(),
         epoch_confirmed: false,
         ticks: 0,
         settled: settled_tx,

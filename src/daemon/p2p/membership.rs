@@ -296,6 +296,7 @@ mod tests {
             started_unix_ms: started,
             seq,
             epoch: seq,
+            epoch_ids: vec![],
             counters: Counters::default(),
             leaving,
             joining: false,
