@@ -9,7 +9,10 @@
                           one sample (SECS 0) or the peak of samples taken
                           every 0.2 s for SECS seconds; prints
                           `fds=N threads=N rss_kb=N`
-  render DIR              BENCHMARKS.md from the files ci/bench wrote in DIR
+  render DIR [OLD]        BENCHMARKS.md from the files ci/bench wrote in DIR;
+                          sections of OLD (the previous BENCHMARKS.md) whose
+                          heading says `(run by hand, not by `ci/bench`)`
+                          are carried over unchanged, before the raw lines
 """
 import http.client
 import os
@@ -132,7 +135,7 @@ def lat_cells(r, unit="ms"):
     return [f"{float(r['p50_' + unit]):.3f}", f"{float(r['p99_' + unit]):.3f}", f"{float(r['max_' + unit]):.3f}"]
 
 
-def render(work):
+def render(work, old=None):
     meta = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(work, "meta.tsv")) if "\t" in l)
     rows = results(work)
     o = []
@@ -416,8 +419,27 @@ def render(work):
         for line in open(os.path.join(work, name))
         if line.startswith("bench ")
     )
+    o.extend(kept_sections(old))
     o.append(f"\n## Raw lines\n\n<details><summary>every `bench` line of this run</summary>\n\n```\n{raw}```\n\n</details>\n")
     return "\n".join(o)
+
+
+BY_HAND = "(run by hand, not by `ci/bench`)"
+
+
+def kept_sections(old):
+    """The `## ` sections of the file `old` whose heading says BY_HAND."""
+    if not old or not os.path.exists(old):
+        return []
+    kept, current = [], None
+    for line in open(old, encoding="utf-8"):
+        if line.startswith("## "):
+            current = [line] if BY_HAND in line else None
+            if current is not None:
+                kept.append(current)
+        elif current is not None:
+            current.append(line)
+    return ["\n" + "".join(section).rstrip("\n") + "\n" for section in kept]
 
 
 def main(argv):
@@ -425,8 +447,8 @@ def main(argv):
         print(probe(argv[2], float(argv[3]), float(argv[4]) if len(argv) > 4 else 0.0))
     elif len(argv) == 4 and argv[1] == "procs":
         print(procs(int(argv[2]), float(argv[3])))
-    elif len(argv) == 3 and argv[1] == "render":
-        sys.stdout.write(render(argv[2]))
+    elif len(argv) in (3, 4) and argv[1] == "render":
+        sys.stdout.write(render(argv[2], argv[3] if len(argv) == 4 else None))
     else:
         sys.exit(__doc__)
 
