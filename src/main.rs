@@ -139,6 +139,12 @@ mod daemon {
                 return 1;
             }
         };
+        // Joining a fleet: what the store held waits for the fleet's
+        // invalidation epoch (P2P off, or alone by configuration: served
+        // as it is).
+        if p2p_settings.as_ref().is_some_and(|s| !s.alone()) {
+            app.expect_fleet_epoch();
+        }
         let running = match spawn(app).await {
             Ok(r) => r,
             Err(e) => {

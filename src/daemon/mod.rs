@@ -138,10 +138,12 @@ pub struct App {
     /// The key of the credential partitions' hash (random per process, so
     /// a partition name says nothing about its token elsewhere).
     partition_key: ring::hmac::Key,
-    /// Whether entries loaded from the store may be served as they are:
-    /// true once this node has compared its invalidation epoch with the
-    /// fleet's (and cleared, if it was behind), or from the start when it
-    /// runs no P2P node or loaded nothing. Until then an entry of
+    /// Whether entries loaded from the store may be served as they are.
+    /// True from the start, unless the node is about to join a fleet
+    /// ([`App::expect_fleet_epoch`], called by `main` before serving when
+    /// it starts a P2P node that is not alone by configuration); then true
+    /// once this node has compared its invalidation epoch with the fleet's
+    /// (and cleared, if it was behind). Until then an entry of
     /// [`Origin::Disk`] is revalidated with GitHub before it is served (a
     /// 304 costs no quota), so a node restarted from a store that predates
     /// a fleet invalidation never serves what the fleet dropped.
@@ -171,7 +173,6 @@ impl App {
     pub fn new(config: Config, cache: Cache, clock: Arc<DaemonClock>) -> Result<App, String> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config, metrics.clone())?;
-        let mut loaded_from_disk = 0;
         let store = if config.store {
             let bounds = store::Bounds {
                 max_entries: config.cache.max_entries,
@@ -216,7 +217,6 @@ impl App {
             if !store.stats().degraded {
                 tracing::info!(path = %path.display(), records = n, loaded = kept, corrupt = store.stats().corrupt, "store opened");
             }
-            loaded_from_disk = kept;
             Some(store)
         } else {
             None
@@ -224,7 +224,6 @@ impl App {
         let hosts = http::guard::HostPolicy::new(config.listen.ip().is_loopback(), &config.allowed_hosts);
         let client_rates = budget::ClientRates::new(config.limits.client_upstream_per_minute);
         let webhook = config.webhook_secret.0.as_deref().map(webhook::Webhook::new);
-        let disk_entries_confirmed = std::sync::atomic::AtomicBool::new(!config.p2p || loaded_from_disk == 0);
         Ok(App {
             cache,
             clock,
@@ -246,9 +245,18 @@ impl App {
                 ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
                     .map_err(|_| "cannot draw a random key".to_string())?
             },
-            disk_entries_confirmed,
+            disk_entries_confirmed: std::sync::atomic::AtomicBool::new(true),
             started: Instant::now(),
         })
+    }
+
+    /// This node is about to join a fleet: until its invalidation epoch
+    /// has been compared with the fleet's ([`App::confirm_disk_entries`]),
+    /// entries loaded from the store are revalidated before they are
+    /// served. Call before serving.
+    pub fn expect_fleet_epoch(&self) {
+        self.disk_entries_confirmed
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The fleet's invalidation epoch has been compared with this node's

@@ -152,7 +152,7 @@ pub fn start(
     let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
     // Alone by configuration (nothing to dial, nothing to discover): the
     // view is settled from the start.
-    let alone = settings.bootstrap.is_empty() && !settings.mdns && !settings.discovery.is_configured();
+    let alone = settings.alone();
     let (settled_tx, settled) = watch::channel(alone);
     let (owners_tx, owners) = watch::channel(Arc::new(Vec::new()));
     let (listen_tx, listen) = watch::channel(Arc::new(Vec::new()));

@@ -128,6 +128,15 @@ pub struct Settings {
     pub limits: Limits,
 }
 
+impl Settings {
+    /// Alone by configuration: nothing to dial, nothing to discover. Such
+    /// a node's member view is settled from the start, and no member can
+    /// tell it of an invalidation it missed.
+    pub fn alone(&self) -> bool {
+        self.bootstrap.is_empty() && !self.mdns && !self.discovery.is_configured()
+    }
+}
+
 /// Connection limits (libp2p `connection_limits`).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
