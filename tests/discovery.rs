@@ -2,14 +2,14 @@
 //! (docs/p2p.md, *Discovery*). Daemon processes find each other only
 //! through the name or the registry.
 //!
-//! The DNS tests run in a private user, network and mount namespace
-//! (`unshare --user --map-root-user --net --mount`, which any user may
-//! create where the kernel allows it): the test re-runs itself there,
-//! brings `lo` up, bind-mounts its own resolv.conf (`nameserver
-//! 127.0.0.1`) over /etc/resolv.conf and serves the zone from a small DNS
-//! server on 127.0.0.1:53 ([`common::dns_server`], the fake of the world's
-//! DNS). Where such namespaces are not allowed they are skipped with the
-//! reason; under `CI=true` they fail instead.
+//! The DNS tests run in a test namespace of their own
+//! ([`common::netns::isolated`]: a private user, network, PID and mount
+//! namespace, no root needed): inside, the test brings `lo` up,
+//! bind-mounts its own resolv.conf (`nameserver 127.0.0.1`) over
+//! /etc/resolv.conf and serves the zone from a small DNS server on
+//! 127.0.0.1:53 ([`common::dns_server`], the fake of the world's DNS).
+//! Where such namespaces are not allowed they are skipped with the reason;
+//! under `CI=true` they fail instead.
 //!
 //! The registry test runs against the fake GitHub's Actions variables
 //! ([`common::variables`]), on loopback.
@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,82 +24,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::dns_server::{DnsServer, Record};
+use common::netns::isolated;
 use common::node::{wait_members, Node};
-use common::FakeGithub;
+use common::{runtime, FakeGithub};
 use ghcache::daemon::p2p::discovery::github::{entry_name, Entry};
-
-/// Set in the copy of the test process that runs inside the namespace.
-const INSIDE: &str = "GHCACHE_TEST_IN_NETNS";
-const UNSHARE: [&str; 5] = ["unshare", "--user", "--map-root-user", "--net", "--mount"];
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Runs `test` (this test's name) inside a fresh namespace and returns
-/// false; inside it, sets the namespace up and returns true (the caller
-/// then runs the test's body). Without namespaces: a `SKIPPED` line, or a
-/// failure under `CI=true`.
-fn in_namespace(test: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
-        set_up_namespace();
-        return true;
-    }
-    let probe = Command::new(UNSHARE[0]).args(&UNSHARE[1..]).arg("true").output();
-    let why = match probe {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-        Err(e) => Some(format!("cannot run unshare: {e}")),
-    };
-    if let Some(why) = why {
-        assert!(
-            !in_ci(),
-            "CI=true, so {test} must run, but `{}` fails: {why}",
-            UNSHARE.join(" ")
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "discovery: SKIPPED {test}: no private network namespace here (`{}`: {why}); allow unprivileged \
-             user namespaces (sysctl user.max_user_namespaces above 0; Ubuntu 24.04: \
-             kernel.apparmor_restrict_unprivileged_userns=0). With CI=true this fails instead.",
-            UNSHARE.join(" ")
-        );
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(UNSHARE[0])
-        .args(&UNSHARE[1..])
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{test} inside the namespace failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "{test} did not run inside the namespace:\n{text}"
-    );
-    for line in text.lines().filter(|l| l.starts_with("  ")) {
-        eprintln!("{line}");
-    }
-    eprintln!("{test}: passed inside a private network namespace");
-    false
-}
 
 /// Inside the namespace: `lo` up, and /etc/resolv.conf pointing at
 /// 127.0.0.1 (a bind mount, private to this mount namespace).
 fn set_up_namespace() {
-    let ip = ["ip", "/usr/sbin/ip", "/sbin/ip"]
-        .into_iter()
-        .find(|ip| Command::new(ip).arg("-V").output().is_ok())
-        .expect("iproute2's `ip` to bring lo up");
-    let up = Command::new(ip).args(["link", "set", "lo", "up"]).status().unwrap();
-    assert!(up.success(), "ip link set lo up");
+    common::netns::ip(&["link", "set", "lo", "up"]);
     let conf = std::env::temp_dir().join(format!("ghcache-discovery-resolv-{}", std::process::id()));
     std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n").unwrap();
     let mount = Command::new("mount")
@@ -110,14 +42,6 @@ fn set_up_namespace() {
         .status()
         .unwrap();
     assert!(mount.success(), "mount --bind over /etc/resolv.conf");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn member_count(n: &Node) -> u64 {
@@ -136,9 +60,11 @@ fn peer_id(n: &Node) -> String {
 /// port, so each dials the others at its own P2P port.
 #[test]
 fn dns_seed_a_records_form_the_fleet() {
-    if !in_namespace("dns_seed_a_records_form_the_fleet") {
-        return;
-    }
+    isolated("dns_seed_a_records_form_the_fleet", dns_seed_a_records);
+}
+
+fn dns_seed_a_records() {
+    set_up_namespace();
     runtime().block_on(async {
         let dns = DnsServer::start("127.0.0.1:53")
             .await
@@ -176,9 +102,14 @@ fn dns_seed_a_records_form_the_fleet() {
 /// bare, beside a TXT string that is no address) they find each other.
 #[test]
 fn dns_seed_txt_records_form_the_fleet_after_a_name_that_did_not_resolve() {
-    if !in_namespace("dns_seed_txt_records_form_the_fleet_after_a_name_that_did_not_resolve") {
-        return;
-    }
+    isolated(
+        "dns_seed_txt_records_form_the_fleet_after_a_name_that_did_not_resolve",
+        dns_seed_txt_records,
+    );
+}
+
+fn dns_seed_txt_records() {
+    set_up_namespace();
     runtime().block_on(async {
         let dns = DnsServer::start("127.0.0.1:53")
             .await

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use common::netns::{isolated, Host, Lan};
 use common::node::{wait_members, Node};
-use common::FakeGithub;
+use common::{runtime, FakeGithub};
 
 /// The P2P port of every node: each has its own address, so one port
 /// serves all and seeds are known before anyone starts.
@@ -39,14 +39,6 @@ const P2P_PORT: u16 = 9100;
 
 /// How long views may take to hold the whole fleet again after the heal.
 const HEAL_BOUND: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A daemon in `host`'s namespace, listening on its address, asking the
 /// fake GitHub through the segment's gateway. Beyond loopback the daemon

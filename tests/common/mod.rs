@@ -21,6 +21,16 @@ pub mod netns;
 pub mod node;
 pub mod variables;
 
+/// The runtime a synchronous test body runs its daemons' clients on (a
+/// test re-run in a namespace by [`netns::isolated`] builds its own).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

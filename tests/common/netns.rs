@@ -260,7 +260,7 @@ impl Drop for Lan {
 }
 
 /// Runs `ip ARGS` in the test namespace; panics with its stderr on failure.
-fn ip(args: &[&str]) {
+pub fn ip(args: &[&str]) {
     let mut all = vec!["ip".to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
     run(&all);
