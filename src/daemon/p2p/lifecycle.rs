@@ -289,12 +289,16 @@ pub fn settings(config: &Config) -> Result<Settings, String> {
         mdns: config.mdns,
         discovery: Discovery {
             dns: config.bootstrap_dns.clone(),
-            github: config.discovery_github.as_ref().map(|repo| GithubRegistry {
-                api_base: config.github_api_url.clone(),
-                repo: repo.clone(),
-                token: config.github_token.0.clone(),
-                timeout: config.upstream_timeout,
-            }),
+            github: match &config.discovery_github {
+                None => None,
+                Some(repo) => Some(GithubRegistry {
+                    api_base: crate::daemon::api_base::ApiBase::parse(&config.github_api_url)
+                        .map_err(|e| format!("invalid github_api_url: {e}"))?,
+                    repo: repo.clone(),
+                    token: config.github_token.0.clone(),
+                    timeout: config.upstream_timeout,
+                }),
+            },
             default_port: discovery::default_port(&config.p2p_listen),
         },
         psk,

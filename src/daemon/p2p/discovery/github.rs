@@ -30,12 +30,17 @@
 //! then 1 s doubling to 30 s, at most 120 an hour, mostly 304s, which are
 //! free). A fleet of 100 settled nodes: about 600 requests an hour.
 //!
-//! Invariants: the token goes into the `Authorization` header only; a
+//! Invariants: every URL is built by [`ApiBase::url_for`] from a checked
+//! [`ApiPath`] (a variable name GitHub lists cannot move a `DELETE` off
+//! the variables endpoint), and redirects are not followed, so the token
+//! reaches the configured API root only; the token goes into the `Authorization` header only; a
 //! failed write or read is logged and retried, never fatal; entries are
 //! checked (the value parses, the peer ID is the one the name hashes, the
 //! addresses parse) before anything is dialled.
 
 use std::collections::HashMap;
+
+use crate::daemon::api_base::{ApiBase, ApiPath};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,8 +74,8 @@ const MAX_ADDRS: usize = 16;
 /// Where the registry lives and how to reach it.
 #[derive(Clone)]
 pub struct GithubRegistry {
-    /// The GitHub API base URL, without a trailing slash.
-    pub api_base: String,
+    /// The GitHub API root.
+    pub api_base: ApiBase,
     /// `owner/name`.
     pub repo: String,
     /// The token (none: the requests go out unauthenticated and fail).
@@ -82,7 +87,7 @@ pub struct GithubRegistry {
 impl fmt::Debug for GithubRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GithubRegistry")
-            .field("api_base", &self.api_base)
+            .field("api_base", &self.api_base.as_str())
             .field("repo", &self.repo)
             .finish_non_exhaustive()
     }
@@ -112,6 +117,23 @@ pub struct Variable {
 struct VariableList {
     total_count: usize,
     variables: Vec<Variable>,
+}
+
+/// The URL of `repo`'s Actions variables, or of one `variable` among
+/// them, under `base` (checked: see the module's invariants).
+pub fn variables_url(
+    base: &ApiBase,
+    repo: &str,
+    variable: Option<&str>,
+    query: &[(String, String)],
+) -> Result<reqwest::Url, String> {
+    let mut path = format!("/repos/{repo}/actions/variables");
+    if let Some(name) = variable {
+        path.push('/');
+        path.push_str(name);
+    }
+    let path = ApiPath::parse(&path).map_err(|e| e.to_string())?;
+    base.url_for(&path, query).map_err(|e| e.to_string())
 }
 
 /// The variable name of `peer`'s entry.
@@ -316,14 +338,11 @@ fn own_entry(client: &Client) -> Entry {
 }
 
 impl Registry {
-    fn url(&self, rest: &str) -> String {
-        format!(
-            "{}/repos/{}/actions/variables{rest}",
-            self.config.api_base, self.config.repo
-        )
+    fn url(&self, variable: Option<&str>, query: &[(String, String)]) -> Result<reqwest::Url, String> {
+        variables_url(&self.config.api_base, &self.config.repo, variable, query)
     }
 
-    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
         let r = self
             .http
             .request(method, url)
@@ -340,7 +359,7 @@ impl Registry {
         let body = serde_json::json!({"name": self.name, "value": serde_json::to_string(entry).unwrap_or_default()})
             .to_string();
         for _ in 0..2 {
-            let patch = self.request(reqwest::Method::PATCH, self.url(&format!("/{}", self.name)));
+            let patch = self.request(reqwest::Method::PATCH, self.url(Some(&self.name), &[])?);
             let status = send(patch.header("content-type", "application/json").body(body.clone()))
                 .await?
                 .status();
@@ -349,7 +368,7 @@ impl Registry {
                 404 => {}
                 s => return Err(format!("PATCH answered {s}")),
             }
-            let post = self.request(reqwest::Method::POST, self.url(""));
+            let post = self.request(reqwest::Method::POST, self.url(None, &[])?);
             match send(post.header("content-type", "application/json").body(body.clone()))
                 .await?
                 .status()
@@ -373,7 +392,13 @@ impl Registry {
         for page in 1..=MAX_PAGES {
             let mut request = self.request(
                 reqwest::Method::GET,
-                self.url(&format!("?per_page={PER_PAGE}&page={page}")),
+                self.url(
+                    None,
+                    &[
+                        ("per_page".into(), PER_PAGE.to_string()),
+                        ("page".into(), page.to_string()),
+                    ],
+                )?,
             );
             if let Some((etag, _)) = self.pages.get(&page) {
                 request = request.header("if-none-match", etag.as_str());
@@ -425,7 +450,13 @@ impl Registry {
     /// a failure is left for a later read.
     async fn prune(&mut self, names: &[String]) {
         for name in names.iter().take(PRUNE_PER_READ) {
-            let request = self.request(reqwest::Method::DELETE, self.url(&format!("/{name}")));
+            let request = match self.url(Some(name), &[]) {
+                Ok(url) => self.request(reqwest::Method::DELETE, url),
+                Err(e) => {
+                    tracing::warn!(variable = %name, error = %e, "GitHub registry: a listed name that is no variable path; not deleted");
+                    continue;
+                }
+            };
             match send(request).await.map(|r| r.status().as_u16()) {
                 Ok(204 | 404) => tracing::info!(variable = %name, "GitHub registry: deleted an entry silent for a day"),
                 Ok(s) => tracing::debug!(variable = %name, status = s, "GitHub registry: entry not deleted"),
@@ -477,6 +508,35 @@ mod tests {
             "2019-08-10T25:00:00Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A name GitHub lists goes into a `DELETE` path: one that would
+    /// leave the variables endpoint is refused, never requested.
+    #[test]
+    fn variable_urls_stay_on_the_variables_endpoint() {
+        let base = ApiBase::parse("https://api.github.com").unwrap();
+        let url = variables_url(&base, "o/fleet", Some("GHCACHE_PEER_AB"), &[]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://api.github.com/repos/o/fleet/actions/variables/GHCACHE_PEER_AB"
+        );
+        let list = variables_url(&base, "o/fleet", None, &[("page".into(), "2".into())]).unwrap();
+        assert_eq!(
+            list.as_str(),
+            "https://api.github.com/repos/o/fleet/actions/variables?page=2"
+        );
+        for hostile in [
+            "GHCACHE_PEER_/../../../../../repos/o/r",
+            "GHCACHE_PEER_%2e%2e/x",
+            "GHCACHE_PEER_\\..\\x",
+            "GHCACHE_PEER_?x=1",
+            "GHCACHE_PEER_#x",
+        ] {
+            assert!(
+                variables_url(&base, "o/fleet", Some(hostile), &[]).is_err(),
+                "{hostile}"
+            );
         }
     }
 
