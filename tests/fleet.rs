@@ -522,6 +522,26 @@ async fn invalidation_reaches_every_member_and_a_restarted_one_catches_up() {
         "{v}"
     );
     assert!(r["invalidated"].as_u64().unwrap() >= 20, "{v}");
+    // The acks went to node 0 directly, none on gossip (a member counts
+    // its ack once node 0's answer is back, just after the call returned).
+    for n in [&n1, &n2] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = n.metrics().await;
+            let acks = (
+                metric(&m, "ghcache_p2p_acks_direct_total"),
+                metric(&m, "ghcache_p2p_acks_gossiped_total"),
+            );
+            if acks == (1, 0) {
+                break;
+            }
+            assert!(
+                acks.0 == 0 && acks.1 == 0 && Instant::now() < deadline,
+                "acks {acks:?}:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let stored = |stats: Value| stats["store"]["written"].as_u64().unwrap();
     let written_before = stored(n2.stats().await);
     let old = old_answers(&all, 0..20, 1).await;

@@ -7,7 +7,8 @@
 //! connection drops and a redial fails and says so on gossipsub, asks its
 //! first peers for their view while it joins, sends and answers
 //! `/ghcache/entry/1` requests, and runs fleet-wide invalidations
-//! ([`super::invalidation`]).
+//! ([`super::invalidation`]; acks go to the origin directly,
+//! [`super::acks`]).
 //!
 //! # Connections
 //! Connections are few and bounded (`connection_limits`, the configured
@@ -40,6 +41,7 @@ use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{connection_limits, gossipsub, identify, mdns, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::acks::AcksInFlight;
 use super::client::{Command, MemberRow, PeerInfo};
 use super::codec::Codec;
 use super::gossip::{self, Announcement, Gone, Message};
@@ -122,6 +124,8 @@ pub(super) struct EventLoop {
     pub(super) probes: HashMap<ConnectionId, PeerId>,
     /// This node's asks for a peer's member view (while it joins).
     pub(super) view_asks: HashSet<OutboundRequestId>,
+    /// This node's acks sent to their origins, not answered yet.
+    pub(super) acks_in_flight: AcksInFlight,
 }
 
 /// Housekeeping period: announcements due, views, catch-ups.
@@ -242,7 +246,7 @@ impl EventLoop {
         self.publish(&message);
     }
 
-    fn publish(&mut self, message: &Message) {
+    pub(super) fn publish(&mut self, message: &Message) {
         let topic = self.topic.clone();
         if let Err(e) = self
             .swarm
@@ -479,11 +483,7 @@ impl EventLoop {
                 }
                 if let Some((origin, id)) = ack {
                     let epoch = self.epochs.current();
-                    self.publish(&Message::Ack(gossip::Ack {
-                        id,
-                        origin: origin.to_string(),
-                        epoch,
-                    }));
+                    self.send_ack(origin, id, epoch);
                 }
             }
             Command::Dial { addrs } => {
@@ -882,6 +882,7 @@ impl EventLoop {
                     let answer = self.view_answer(peer);
                     let _ = self.swarm.behaviour_mut().rr.send_response(channel, answer);
                 }
+                wire::Request::Ack { id, .. } => self.ack_received(peer, id, channel),
                 wire::Request::Stats => {
                     let mut s = self.responder.stats();
                     s.peers = self.swarm.connected_peers().count() as u64;
@@ -911,6 +912,8 @@ impl EventLoop {
                     }
                 } else if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Ok(response));
+                } else {
+                    self.ack_answered(&request_id);
                 }
             }
             Event::OutboundFailure {
@@ -924,6 +927,8 @@ impl EventLoop {
                 } else if let Some(reply) = self.pending.remove(&request_id) {
                     tracing::debug!(%peer, %error, "ask failed");
                     let _ = reply.send(Err(error.to_string()));
+                } else {
+                    self.ack_failed(&request_id, &error);
                 }
             }
             Event::InboundFailure { peer, error, .. } => {

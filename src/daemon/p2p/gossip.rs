@@ -49,7 +49,9 @@ pub enum Message {
     Gone(Gone),
     /// "Drop this, everyone."
     Invalidate(Invalidation),
-    /// "I applied invalidation `id` of `origin`."
+    /// "I applied invalidation `id` of `origin`." Acks go to the origin
+    /// directly (`wire::Request::Ack`); this is the fallback when that
+    /// send fails, and what nodes of the previous version publish.
     Ack(Ack),
 }
 

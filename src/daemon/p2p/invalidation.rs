@@ -4,7 +4,8 @@
 //! (`App::invalidate`), then published on the fleet topic with a random id
 //! and an *epoch*: the origin's epoch plus one. Every member applies it
 //! through `App::invalidate`, raises its epoch to at least the message's,
-//! persists the epoch with its store, and publishes an ack. The origin
+//! persists the epoch with its store, and acks it to the origin (directly,
+//! see `super::acks`; on gossipsub when that fails). The origin
 //! waits (bounded by the caller) for acks from the members live when it
 //! published, and reports who applied it and who did not answer.
 //!

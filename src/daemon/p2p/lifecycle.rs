@@ -215,6 +215,7 @@ pub fn start(
         first_connected: None,
         probes: HashMap::new(),
         view_asks: Default::default(),
+        acks_in_flight: Default::default(),
     };
     handle.spawn(async move {
         event_loop.run(stop_rx).await;

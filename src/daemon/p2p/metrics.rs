@@ -43,6 +43,12 @@ pub struct P2pMetrics {
     /// Members this node found gone (their connection dropped and a
     /// redial failed) and announced as gone.
     pub gone_published: AtomicU64,
+    /// Acks of fleet-wide invalidations this node sent to their origin
+    /// directly and the origin answered.
+    pub acks_direct: AtomicU64,
+    /// Acks this node published on gossipsub because the direct send
+    /// failed.
+    pub acks_gossiped: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -89,6 +95,16 @@ impl P2pMetrics {
             "p2p_gone_published",
             "Members this node found gone and announced as gone.",
             v(&self.gone_published),
+        );
+        out.counter(
+            "p2p_acks_direct",
+            "Acks of fleet invalidations sent to their origin directly (answered).",
+            v(&self.acks_direct),
+        );
+        out.counter(
+            "p2p_acks_gossiped",
+            "Acks of fleet invalidations published on gossip after the direct send failed.",
+            v(&self.acks_gossiped),
         );
         out.counter("p2p_asked", "Entry requests sent to owners.", v(&self.asked));
         out.counter("p2p_received", "Entries received from owners.", v(&self.received));

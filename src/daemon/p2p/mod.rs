@@ -60,6 +60,8 @@
 //!   invalidations, acks) and their checked decoder.
 //! - `membership.rs`: the member view and its failure bound.
 //! - `invalidation.rs`: epochs, acks, catching up.
+//! - `acks.rs`: a member's ack sent to the invalidation's origin directly
+//!   (gossipsub when that fails), and the origin's side.
 //! - `client.rs`: the cloneable [`Client`] and the commands it sends.
 //! - `event_loop.rs`: the task that owns the swarm.
 //! - `metrics.rs`: the `ghcache_p2p_*` counters.
@@ -75,6 +77,7 @@
 //!   [`Responder`], which goes through the core's single flight with peers
 //!   disabled (so an owner never asks another owner: no loops).
 
+mod acks;
 pub mod client;
 pub mod codec;
 pub mod discovery;

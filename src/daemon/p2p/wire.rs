@@ -1,5 +1,6 @@
-//! The wire format of `/ghcache/entry/1`, `/ghcache/stats/1` and
-//! `/ghcache/peers/1`: one length-prefixed frame per message.
+//! The wire format of `/ghcache/entry/1` (entries, counters, peer and
+//! member lists, acks of fleet-wide invalidations): one length-prefixed
+//! frame per message.
 //!
 //! ```text
 //! frame    = len:u32be payload[len]            len <= MAX_FRAME
@@ -71,6 +72,16 @@ pub enum Request {
     Peers,
     /// "Which members are in your view?" (a joining node asks)
     Members,
+    /// "I applied your fleet-wide invalidation `id`": a member's ack, sent
+    /// to the origin directly (answered with [`Response::Acked`]). A node
+    /// that does not know the tag closes the stream; the member then acks
+    /// on gossipsub instead.
+    Ack {
+        /// The invalidation's id, as the origin published it.
+        id: u64,
+        /// The member's epoch once it applied it.
+        epoch: u64,
+    },
 }
 
 /// A peer's counters (also the counters of a fleet announcement,
@@ -121,6 +132,8 @@ pub enum Response {
     Peers(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
     /// The live members of a view, as `Peers` but up to [`MAX_MEMBERS`].
     Members(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
+    /// An [`Request::Ack`] was received.
+    Acked,
 }
 
 /// A decoding error (the stream is closed).
@@ -288,6 +301,12 @@ pub fn encode_request(req: &Request) -> Result<Vec<u8>, WireError> {
         Request::Stats => Writer::new(2).0,
         Request::Peers => Writer::new(3).0,
         Request::Members => Writer::new(4).0,
+        Request::Ack { id, epoch } => {
+            let mut w = Writer::new(5);
+            w.u64(*id);
+            w.u64(*epoch);
+            w.0
+        }
     })
 }
 
@@ -325,6 +344,10 @@ pub fn decode_request(buf: &[u8]) -> Result<Request, WireError> {
         2 => Request::Stats,
         3 => Request::Peers,
         4 => Request::Members,
+        5 => Request::Ack {
+            id: r.u64()?,
+            epoch: r.u64()?,
+        },
         _ => return Err(WireError("unknown request")),
     };
     r.end()?;
@@ -401,6 +424,7 @@ pub fn encode_response(res: &Response) -> Result<Vec<u8>, WireError> {
             encode_peer_list(&mut w, members)?;
             w.0
         }
+        Response::Acked => Writer::new(6).0,
     })
 }
 
@@ -492,6 +516,7 @@ pub fn decode_response(buf: &[u8]) -> Result<Response, WireError> {
             }
             Response::Members(decode_peer_list(&mut r, n)?)
         }
+        6 => Response::Acked,
         _ => return Err(WireError("unknown response")),
     };
     r.end()?;
@@ -544,7 +569,13 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for req in [entry_request(), Request::Stats, Request::Peers, Request::Members] {
+        for req in [
+            entry_request(),
+            Request::Stats,
+            Request::Peers,
+            Request::Members,
+            Request::Ack { id: u64::MAX, epoch: 7 },
+        ] {
             assert_eq!(decode_request(&encode_request(&req).unwrap()).unwrap(), req);
         }
         let responses = [
@@ -577,6 +608,7 @@ mod tests {
             }),
             Response::Peers(vec![(vec![1, 2], vec![vec![3], vec![4, 5]])]),
             Response::Members(vec![(vec![1, 2], vec![vec![3]]); MAX_PEERS * 2]),
+            Response::Acked,
         ];
         for res in responses {
             assert_eq!(decode_response(&encode_response(&res).unwrap()).unwrap(), res);
@@ -614,6 +646,33 @@ mod tests {
         assert!(futures::executor::block_on(read_frame(&mut io, MAX_FRAME)).is_err());
     }
 
+    /// The fuzz target's committed seeds (`fuzz/corpus/wire`) are valid
+    /// messages of every kind, so the fuzzer starts from each tag.
+    #[test]
+    fn the_fuzz_seeds_are_every_kind_of_message() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire");
+        let (mut requests, mut responses) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            match (decode_request(&bytes), decode_response(&bytes)) {
+                (Ok(req), Err(_)) => {
+                    requests.insert(std::mem::discriminant(&req));
+                }
+                (Err(_), Ok(res)) => {
+                    responses.insert(std::mem::discriminant(&res));
+                }
+                other => panic!("a seed that is not exactly one message: {other:?} {bytes:?}"),
+            }
+        }
+        let ack = Request::Ack { id: 0, epoch: 0 };
+        assert!(requests.contains(&std::mem::discriminant(&ack)), "no ack seed");
+        assert!(
+            responses.contains(&std::mem::discriminant(&Response::Acked)),
+            "no acked seed"
+        );
+        assert_eq!((requests.len(), responses.len()), (5, 4), "seeds in {}", dir.display());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -622,7 +681,7 @@ mod tests {
         }
 
         #[test]
-        fn valid_header_garbage_never_panics(tag in 0u8..6, rest in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn valid_header_garbage_never_panics(tag in 0u8..8, rest in proptest::collection::vec(any::<u8>(), 0..256)) {
             let mut bytes = vec![VERSION, tag];
             bytes.extend(rest);
             let _ = decode_request(&bytes);
@@ -635,6 +694,24 @@ mod tests {
                                      limit in proptest::option::of(0u32..5000)) {
             let req = Request::Entry { key, path, query: q, shape: WireShape::Runners, limit };
             prop_assert_eq!(decode_request(&encode_request(&req).unwrap()).unwrap(), req);
+        }
+
+        /// An ack is exactly 16 bytes after the header: any two u64s round
+        /// trip, and a byte fewer or more is refused.
+        #[test]
+        fn acks_round_trip_and_are_exact(id in any::<u64>(), epoch in any::<u64>()) {
+            let req = Request::Ack { id, epoch };
+            let bytes = encode_request(&req).unwrap();
+            prop_assert_eq!(bytes.len(), 2 + 16);
+            prop_assert_eq!(decode_request(&bytes).unwrap(), req);
+            prop_assert!(decode_request(&bytes[..bytes.len() - 1]).is_err());
+            let mut long = bytes.clone();
+            long.push(0);
+            prop_assert!(decode_request(&long).is_err());
+            let mut acked = encode_response(&Response::Acked).unwrap();
+            prop_assert_eq!(decode_response(&acked).unwrap(), Response::Acked);
+            acked.push(0);
+            prop_assert!(decode_response(&acked).is_err());
         }
     }
 }
