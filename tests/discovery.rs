@@ -185,7 +185,9 @@ fn was_dialled(listener: &TcpListener) -> bool {
 /// Three daemons with only the token and `--discovery-github` find each
 /// other through the repository's Actions variables; a stale entry (40
 /// minutes old) is never dialled, one silent for two days is deleted, and
-/// a fresh one is dialled (the control: planted entries are read).
+/// a fresh one is dialled (the control: planted entries are read). A node
+/// stopped cleanly (SIGTERM) deletes its own entry; a killed one cannot,
+/// and its entry stays (to age out).
 #[test]
 fn github_registry_forms_the_fleet_and_ignores_stale_entries() {
     runtime().block_on(async {
@@ -202,7 +204,7 @@ fn github_registry_forms_the_fleet_and_ignores_stale_entries() {
             .find(|(_, v)| v.value.contains(&format!("/tcp/{}", old.local_addr().unwrap().port())));
         let old_name = old_name.unwrap().0;
         let started = Instant::now();
-        let nodes: Vec<Node> = (0..3)
+        let mut nodes: Vec<Node> = (0..3)
             .map(|i| {
                 Node::spawn(
                     &format!("registry-{i}"),
@@ -252,5 +254,35 @@ fn github_registry_forms_the_fleet_and_ignores_stale_entries() {
         }
         assert!(!was_dialled(&stale), "a stale entry was dialled");
         assert!(!was_dialled(&old), "an entry silent for two days was dialled");
+
+        // A clean stop deletes the node's entry, within the shutdown's
+        // bound; a killed node leaves its own.
+        let names: Vec<String> = nodes.iter().map(|n| entry_name(&peer_id(n).parse().unwrap())).collect();
+        let (status, took) = nodes[0].terminate();
+        assert_eq!(status.code(), Some(0), "{}", nodes[0].log());
+        assert!(took < Duration::from_secs(10), "{}", nodes[0].log());
+        nodes[1].kill();
+        let left = vars.of(repo);
+        eprintln!(
+            "  stopped cleanly in {:.2} s; its entry {}",
+            took.as_secs_f64(),
+            if left.contains_key(&names[0]) {
+                "is still there"
+            } else {
+                "is deleted"
+            }
+        );
+        assert!(
+            !left.contains_key(&names[0]),
+            "the stopped node's entry is deleted: {left:?}\n{}",
+            nodes[0].log()
+        );
+        assert!(
+            nodes[0].log().contains("this node's entry deleted"),
+            "{}",
+            nodes[0].log()
+        );
+        assert!(left.contains_key(&names[1]), "a killed node cannot delete its entry");
+        assert!(left.contains_key(&names[2]), "the running node keeps its entry");
     });
 }

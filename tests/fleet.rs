@@ -126,15 +126,9 @@ async fn fleet_asks_github_once_per_key_survives_an_owner_and_keeps_peer_ids() {
     assert!(metrics.contains("ghcache_p2p_members 3"), "{metrics}");
 
     // SIGTERM: the graceful shutdown stops the P2P node too, in time.
-    let mut c = n0.child.take().unwrap();
-    let t0 = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status()
-        .unwrap();
-    let status = c.wait().unwrap();
+    let (status, took) = n0.terminate();
     assert_eq!(status.code(), Some(0), "{}", n0.log());
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(took < Duration::from_secs(10));
     assert!(n0.log().contains("P2P node stopping"), "{}", n0.log());
     // It said it was leaving: out of the views without waiting for the
     // failure bound.

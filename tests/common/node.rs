@@ -182,6 +182,18 @@ impl Node {
         }
     }
 
+    /// Stops the node with SIGTERM (its graceful shutdown) and waits for
+    /// it to exit: its status, and how long that took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let t0 = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        (c.wait().unwrap(), t0.elapsed())
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -38,6 +38,9 @@ use crate::sync::{lock, Mutex, StdArc as Arc};
 pub struct Host {
     peer_id: PeerId,
     stop: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// The GitHub registry's task (`--discovery-github`): it deletes this
+    /// node's entry once the event loop has ended.
+    registry: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl P2pHost for Host {
@@ -45,14 +48,16 @@ impl P2pHost for Host {
         self.peer_id.to_string()
     }
 
-    /// Tells the event loop to stop and waits (at most 5 s) until it has
-    /// dropped the swarm: listeners and connections closed. Blocking: call
+    /// Tells the event loop to stop and waits (at most 5 s in all) until
+    /// it has dropped the swarm (listeners and connections closed) and the
+    /// registry, if any, has deleted this node's entry. Blocking: call
     /// from a blocking context (the daemon uses `spawn_blocking`).
     fn stop(&self) {
         let taken = lock(&self.stop).take();
+        let registry = lock(&self.registry).take();
+        let deadline = Instant::now() + Duration::from_secs(5);
         if let Some((tx, done)) = taken {
             let _ = tx.send(());
-            let deadline = Instant::now() + Duration::from_secs(5);
             let mut done = done;
             loop {
                 match done.try_recv() {
@@ -65,6 +70,11 @@ impl P2pHost for Host {
                     }
                     _ => break,
                 }
+            }
+        }
+        if let Some(task) = registry {
+            while !task.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
@@ -222,11 +232,12 @@ pub fn start(
         let _ = done_tx.send(());
     });
     // Its tasks end when the event loop does (they wait on its channel).
-    super::discovery::spawn(settings.discovery, client.clone());
+    let registry = super::discovery::spawn(settings.discovery, client.clone());
     tracing::info!("Peer ID: {local}");
     let host = Host {
         peer_id: local,
         stop: Mutex::new(Some((stop_tx, done_rx))),
+        registry: Mutex::new(registry),
     };
     Ok((Box::new(host), client))
 }

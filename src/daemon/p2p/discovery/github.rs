@@ -24,6 +24,11 @@
 //!   [`PRUNE_AFTER`] is deleted (`DELETE …/variables/{name}`, 204; at most
 //!   [`PRUNE_PER_READ`] per read) so ephemeral nodes do not fill the
 //!   repository's 500 variables.
+//! - **Leave**: when the node stops (its event loop ends), its own entry
+//!   is deleted (`DELETE`, at most [`UNREGISTER_TIMEOUT`]; the host's stop
+//!   waits for it within its own bound), so the others stop dialling it at
+//!   once rather than for up to [`ENTRY_TTL`]. A node killed, or a delete
+//!   that fails, leaves the entry to age out.
 //!
 //! Cost per node, on the token's 5,000 requests an hour (the fleet shares
 //! it): 6 writes an hour; reads only while short of members (at start,
@@ -70,6 +75,8 @@ const PER_PAGE: usize = 30;
 const MAX_PAGES: usize = 17;
 /// Addresses kept per entry.
 const MAX_ADDRS: usize = 16;
+/// How long a stopping node waits for the deletion of its entry.
+pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the registry lives and how to reach it.
 #[derive(Clone)]
@@ -246,10 +253,14 @@ struct Registry {
     name: String,
     /// Page number → (ETag, variables) as last read.
     pages: HashMap<usize, (String, Vec<Variable>)>,
+    /// A write of this node's entry was sent (so there may be one to
+    /// delete).
+    written: bool,
 }
 
 /// Keeps this node's entry fresh and, while the node is short of members,
-/// reads the others' and dials them.
+/// reads the others' and dials them; once the event loop ends, deletes the
+/// entry.
 pub(in crate::daemon::p2p) async fn run(config: GithubRegistry, client: Client) {
     let local = client.local_peer_id();
     let http = match reqwest::Client::builder()
@@ -271,52 +282,72 @@ pub(in crate::daemon::p2p) async fn run(config: GithubRegistry, client: Client) 
         name: entry_name(&local),
         config,
         pages: HashMap::new(),
+        written: false,
     };
     tracing::info!(repo = %registry.config.repo, variable = %registry.name, "GitHub registry: announcing this node");
-    let mut next_write = tokio::time::Instant::now();
-    let mut pace = Pace::new();
-    let mut listed_others = 0;
-    let mut read_due = true;
-    loop {
-        if tokio::time::Instant::now() >= next_write {
-            let entry = own_entry(&client);
-            match registry.write(&entry).await {
-                Ok(()) => next_write = tokio::time::Instant::now() + REFRESH_EVERY,
-                Err(e) => {
-                    tracing::warn!(
-                        "GitHub registry: cannot write this node's entry ({e}); retrying in {} s",
-                        RETRY_MAX.as_secs()
-                    );
-                    next_write = tokio::time::Instant::now() + RETRY_MAX;
+    // A request in flight when the node stops is dropped: the entry is
+    // deleted now, not after it.
+    tokio::select! {
+        _ = registry.keep(&client) => {}
+        _ = client.stopped() => {}
+    }
+    if registry.written {
+        registry.unregister().await;
+    }
+}
+
+impl Registry {
+    /// Writes this node's entry every [`REFRESH_EVERY`], reads the others'
+    /// while short of members, until the event loop ends.
+    async fn keep(&mut self, client: &Client) {
+        let local = client.local_peer_id();
+        let registry = self;
+        let mut next_write = tokio::time::Instant::now();
+        let mut pace = Pace::new();
+        let mut listed_others = 0;
+        let mut read_due = true;
+        loop {
+            if tokio::time::Instant::now() >= next_write {
+                let entry = own_entry(client);
+                registry.written = true;
+                match registry.write(&entry).await {
+                    Ok(()) => next_write = tokio::time::Instant::now() + REFRESH_EVERY,
+                    Err(e) => {
+                        tracing::warn!(
+                            "GitHub registry: cannot write this node's entry ({e}); retrying in {} s",
+                            RETRY_MAX.as_secs()
+                        );
+                        next_write = tokio::time::Instant::now() + RETRY_MAX;
+                    }
                 }
             }
-        }
-        if read_due {
-            match registry.read(&local).await {
-                Ok(found) => {
-                    listed_others = found.live.len();
-                    tracing::debug!(live = listed_others, prune = found.prune.len(), "GitHub registry read");
-                    registry.prune(&found.prune).await;
-                    client.dial(found.live.into_iter().flat_map(|(_, a)| a).collect()).await;
-                }
-                Err(e) => {
-                    listed_others = 0;
-                    tracing::warn!(
-                        "GitHub registry: cannot read {} ({e}); retrying in {} s",
-                        registry.config.repo,
-                        pace.next_wait().as_secs()
-                    );
+            if read_due {
+                match registry.read(&local).await {
+                    Ok(found) => {
+                        listed_others = found.live.len();
+                        tracing::debug!(live = listed_others, prune = found.prune.len(), "GitHub registry read");
+                        registry.prune(&found.prune).await;
+                        client.dial(found.live.into_iter().flat_map(|(_, a)| a).collect()).await;
+                    }
+                    Err(e) => {
+                        listed_others = 0;
+                        tracing::warn!(
+                            "GitHub registry: cannot read {} ({e}); retrying in {} s",
+                            registry.config.repo,
+                            pace.next_wait().as_secs()
+                        );
+                    }
                 }
             }
-        }
-        tokio::select! {
-            due = pace.until_due(&client, listed_others) => {
-                if !due {
-                    return;
+            tokio::select! {
+                due = pace.until_due(client, listed_others) => {
+                    if !due {
+                        return;
+                    }
+                    read_due = true;
                 }
-                read_due = true;
+                _ = tokio::time::sleep_until(next_write) => read_due = false,
             }
-            _ = tokio::time::sleep_until(next_write) => read_due = false,
         }
     }
 }
@@ -444,6 +475,31 @@ impl Registry {
         let now = now.unwrap_or_else(SystemTime::now);
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(sort_entries(&vars, now, local))
+    }
+
+    /// Deletes this node's own entry (it stops), waiting at most
+    /// [`UNREGISTER_TIMEOUT`]; a failure leaves it to age out.
+    async fn unregister(&self) {
+        let request = match self.url(Some(&self.name), &[]) {
+            Ok(url) => self.request(reqwest::Method::DELETE, url).timeout(UNREGISTER_TIMEOUT),
+            Err(e) => {
+                tracing::warn!(error = %e, "GitHub registry: this node's entry not deleted");
+                return;
+            }
+        };
+        match send(request).await.map(|r| r.status().as_u16()) {
+            Ok(204 | 404) => tracing::info!(variable = %self.name, "GitHub registry: this node's entry deleted"),
+            Ok(s) => tracing::warn!(
+                variable = %self.name,
+                status = s,
+                "GitHub registry: this node's entry not deleted; it ages out"
+            ),
+            Err(e) => tracing::warn!(
+                variable = %self.name,
+                error = %e,
+                "GitHub registry: this node's entry not deleted; it ages out"
+            ),
+        }
     }
 
     /// Deletes entries past [`PRUNE_AFTER`] (at most [`PRUNE_PER_READ`]);

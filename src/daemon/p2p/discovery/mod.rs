@@ -20,7 +20,9 @@
 //!
 //! Invariants: a source never holds a lock and never touches the swarm; a
 //! failure (a name that does not resolve, GitHub down) is logged and
-//! retried, never fatal; a source's task ends when the event loop does.
+//! retried, never fatal; a source's task ends when the event loop does
+//! (the registry's after deleting this node's entry, which the host's stop
+//! waits for, bounded).
 
 pub mod dns;
 pub mod github;
@@ -77,14 +79,16 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// node with its members checks whether it still has them.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Spawns a task per configured source on the current runtime.
-pub(in crate::daemon::p2p) fn spawn(discovery: Discovery, client: Client) {
+/// Spawns a task per configured source on the current runtime; returns
+/// the registry's task, which a stopping host waits for (it deletes this
+/// node's entry once the event loop has ended).
+pub(in crate::daemon::p2p) fn spawn(discovery: Discovery, client: Client) -> Option<tokio::task::JoinHandle<()>> {
     for seed in discovery.dns {
         tokio::spawn(dns::run(seed, discovery.default_port, client.clone()));
     }
-    if let Some(registry) = discovery.github {
-        tokio::spawn(github::run(registry, client));
-    }
+    discovery
+        .github
+        .map(|registry| tokio::spawn(github::run(registry, client)))
 }
 
 /// Whether the node should look at a source again: it has no member, or
