@@ -17,24 +17,28 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use common::dns_server::{DnsServer, Record};
-use common::netns::isolated;
+use common::netns::{isolated, Host, Lan};
 use common::node::{wait_members, Node};
 use common::{runtime, FakeGithub};
 use ghcache::daemon::p2p::discovery::github::{entry_name, Entry};
 
 /// Inside the namespace: `lo` up, and /etc/resolv.conf pointing at
-/// 127.0.0.1 (a bind mount, private to this mount namespace).
-fn set_up_namespace() {
+/// `nameserver` (a bind mount, private to this mount namespace).
+fn set_up_namespace(nameserver: &str) {
     common::netns::ip(&["link", "set", "lo", "up"]);
     let conf = std::env::temp_dir().join(format!("ghcache-discovery-resolv-{}", std::process::id()));
-    std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!("nameserver {nameserver}\noptions timeout:1 attempts:2\n"),
+    )
+    .unwrap();
     let mount = Command::new("mount")
         .arg("--bind")
         .arg(&conf)
@@ -55,6 +59,20 @@ fn peer_id(n: &Node) -> String {
     ready["peer_id"].as_str().unwrap().to_string()
 }
 
+/// Waits until the three `nodes` see each other, which the seed's
+/// `records` (A or AAAA) brought about: the name always resolved.
+async fn formed_through(dns: &DnsServer, nodes: &[Node], records: &str, started: Instant) {
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3).await;
+    eprintln!(
+        "  3 nodes found each other through {records} records in {:.1} s ({} DNS queries)",
+        started.elapsed().as_secs_f64(),
+        dns.queries.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    for n in nodes {
+        assert!(!n.log().contains("did not resolve"), "{}", n.log());
+    }
+}
+
 /// Three daemons, each on its own loopback address and the same port,
 /// find each other through the A records of one name: the seed names no
 /// port, so each dials the others at its own P2P port.
@@ -64,7 +82,7 @@ fn dns_seed_a_records_form_the_fleet() {
 }
 
 fn dns_seed_a_records() {
-    set_up_namespace();
+    set_up_namespace("127.0.0.1");
     runtime().block_on(async {
         let dns = DnsServer::start("127.0.0.1:53")
             .await
@@ -84,14 +102,77 @@ fn dns_seed_a_records() {
                 )
             })
             .collect();
-        wait_members(&nodes.iter().collect::<Vec<_>>(), 3).await;
-        eprintln!(
-            "  3 nodes found each other through A records in {:.1} s ({} DNS queries)",
-            started.elapsed().as_secs_f64(),
-            dns.queries.load(std::sync::atomic::Ordering::SeqCst)
-        );
+        formed_through(&dns, &nodes, "A", started).await;
+    });
+}
+
+/// The same over IPv6: three daemons, each in a network namespace of its
+/// own on one segment ([`Lan`]) with an IPv6 address there (fd77::10 to
+/// fd77::12) and the same port, find each other through the AAAA records
+/// of one name (no A record). One namespace per node: with three
+/// addresses on one `lo` every dial failed the noise handshake (likely a
+/// dial reusing the listen port took the destination's own address as its
+/// source and connected to itself).
+#[test]
+fn dns_seed_aaaa_records_form_the_fleet() {
+    isolated("dns_seed_aaaa_records_form_the_fleet", dns_seed_aaaa_records);
+}
+
+fn dns_seed_aaaa_records() {
+    let mut lan = Lan::new();
+    let segment = lan.add_segment();
+    common::netns::ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd77::1/64",
+        "dev",
+        &format!("br{segment}"),
+        "nodad",
+    ]);
+    let hosts: Vec<Host> = (0..3).map(|_| lan.add_host(segment)).collect();
+    // The hosts share this mount namespace, so this resolv.conf, and reach
+    // the DNS server at the segment's gateway.
+    set_up_namespace(&hosts[0].gateway().to_string());
+    let addrs: Vec<std::net::Ipv6Addr> = (0..3).map(|i| format!("fd77::{}", 10 + i).parse().unwrap()).collect();
+    for (h, a) in hosts.iter().zip(&addrs) {
+        let status = Command::new(&h.prefix()[0])
+            .args(&h.prefix()[1..])
+            .args(["ip", "-6", "addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip -6 addr add {a} in a host");
+    }
+    runtime().block_on(async {
+        let dns = DnsServer::start(&format!("{}:53", hosts[0].gateway()))
+            .await
+            .expect("port 53 in the namespace");
+        let name = "fleet6.ghcache.test";
+        dns.set(name, addrs.iter().map(|a| Record::Aaaa(*a)).collect());
+        let github = FakeGithub::start_on(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await;
+        let started = Instant::now();
+        let nodes: Vec<Node> = hosts
+            .iter()
+            .zip(&addrs)
+            .enumerate()
+            .map(|(i, (h, a))| {
+                let listen = format!("/ip6/{a}/tcp/9100");
+                let prefix = h.prefix();
+                let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+                Node::spawn_on(
+                    &h.ip.to_string(),
+                    &format!("dns-aaaa-{i}"),
+                    &github.url_via(IpAddr::V4(h.gateway())),
+                    &[],
+                    &["--allow-no-token", "--p2p-listen", &listen, "--bootstrap-dns", name],
+                    &prefix,
+                    &[],
+                )
+            })
+            .collect();
+        formed_through(&dns, &nodes, "AAAA", started).await;
         for n in &nodes {
-            assert!(!n.log().contains("did not resolve"), "{}", n.log());
+            assert!(n.log().contains("/ip6/fd77::"), "{}", n.log());
         }
     });
 }
@@ -109,7 +190,7 @@ fn dns_seed_txt_records_form_the_fleet_after_a_name_that_did_not_resolve() {
 }
 
 fn dns_seed_txt_records() {
-    set_up_namespace();
+    set_up_namespace("127.0.0.1");
     runtime().block_on(async {
         let dns = DnsServer::start("127.0.0.1:53")
             .await
