@@ -301,7 +301,6 @@ impl Registry {
     /// while short of members, until the event loop ends.
     async fn keep(&mut self, client: &Client) {
         let local = client.local_peer_id();
-        let registry = self;
         let mut next_write = tokio::time::Instant::now();
         let mut pace = Pace::new();
         let mut listed_others = 0;
@@ -309,8 +308,8 @@ impl Registry {
         loop {
             if tokio::time::Instant::now() >= next_write {
                 let entry = own_entry(client);
-                registry.written = true;
-                match registry.write(&entry).await {
+                self.written = true;
+                match self.write(&entry).await {
                     Ok(()) => next_write = tokio::time::Instant::now() + REFRESH_EVERY,
                     Err(e) => {
                         tracing::warn!(
@@ -322,18 +321,18 @@ impl Registry {
                 }
             }
             if read_due {
-                match registry.read(&local).await {
+                match self.read(&local).await {
                     Ok(found) => {
                         listed_others = found.live.len();
                         tracing::debug!(live = listed_others, prune = found.prune.len(), "GitHub registry read");
-                        registry.prune(&found.prune).await;
+                        self.prune(&found.prune).await;
                         client.dial(found.live.into_iter().flat_map(|(_, a)| a).collect()).await;
                     }
                     Err(e) => {
                         listed_others = 0;
                         tracing::warn!(
                             "GitHub registry: cannot read {} ({e}); retrying in {} s",
-                            registry.config.repo,
+                            self.config.repo,
                             pace.next_wait().as_secs()
                         );
                     }
