@@ -43,6 +43,9 @@ pub struct P2pMetrics {
     /// Members this node found gone (their connection dropped and a
     /// redial failed) and announced as gone.
     pub gone_published: AtomicU64,
+    /// Idle connections outside the gossip mesh this node closed because
+    /// it held more than its high watermark (`p2p::connections`).
+    pub connections_pruned: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -112,6 +115,11 @@ impl P2pMetrics {
             "p2p_connections_closed",
             "Connections closed.",
             v(&self.connections_closed),
+        );
+        out.counter(
+            "p2p_connections_pruned",
+            "Idle connections outside the gossip mesh closed above the high watermark.",
+            v(&self.connections_pruned),
         );
     }
 }
