@@ -61,12 +61,15 @@ impl App {
             m.asked.fetch_add(1, Ordering::Relaxed);
             let result = match client.ask_retrying(owner, wire_req.clone()).await {
                 Ok(res) => self.entry_from_peer(key, res),
-                Err(e) => {
+                Err(e @ p2p::AskError::Unreachable(_)) => {
                     m.fallbacks.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(key = %key.as_str(), %owner, error = %e, "owner unreachable; asking the next owner");
                     client.suspect(owner).await;
                     continue;
                 }
+                // Alive but busy past the retries, or this node stopping:
+                // no reason to suspect it.
+                Err(e) => Err(e.to_string()),
             };
             return match result {
                 Ok(entry) => {

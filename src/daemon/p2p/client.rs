@@ -34,11 +34,45 @@ pub struct PeerInfo {
     pub rtt_ms: Option<u64>,
 }
 
+/// Why an ask got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AskError {
+    /// The peer could not be reached: a dial to it was refused (nothing
+    /// listens on its address), timed out or reached another node, or it
+    /// did not answer within the request timeout. Worth suspecting.
+    Unreachable(String),
+    /// The peer is there but did not take the request: it denied or
+    /// dropped the connection (at its connection limit, or pruning), its
+    /// stream bound was full, or this node was at its own connection
+    /// limit. Worth asking again shortly; proves nothing about its health.
+    Busy(String),
+    /// This node's P2P node stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            AskError::Busy(e) => write!(f, "busy: {e}"),
+            AskError::Stopped => f.write_str("P2P node stopped"),
+        }
+    }
+}
+
+/// How long [`Client::ask_retrying`] keeps asking a busy peer.
+pub const BUSY_RETRY_FOR: Duration = Duration::from_secs(5);
+/// The first pause before asking a busy peer again; it doubles (with
+/// jitter, so askers turned away together do not come back together) up
+/// to [`BUSY_PAUSE_MAX`].
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
+const BUSY_PAUSE_MAX: Duration = Duration::from_millis(800);
+
 pub(super) enum Command {
     Ask {
         peer: PeerId,
         req: wire::Request,
-        reply: oneshot::Sender<Result<wire::Response, String>>,
+        reply: oneshot::Sender<Result<wire::Response, AskError>>,
     },
     Respond {
         channel: ResponseChannel<wire::Response>,
@@ -250,33 +284,40 @@ impl Client {
         })
     }
 
-    /// [`Client::ask`], asked a second time after 50 ms when the first
-    /// failed fast while the peer is still connected (a connection at its
-    /// stream bound drops new streams).
-    pub async fn ask_retrying(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
+    /// [`Client::ask`], asked again while the peer is busy
+    /// ([`AskError::Busy`]: it turned the connection away at its limit, or
+    /// its stream bound was full) and still a member, for at most
+    /// [`BUSY_RETRY_FOR`], after pauses of 50 ms doubling to 800 ms, each
+    /// between half and all of that (jitter).
+    pub async fn ask_retrying(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, AskError> {
         let started = Instant::now();
-        match self.ask(peer, req.clone()).await {
-            Err(e) if started.elapsed() < Duration::from_secs(1) && self.connected().contains(&peer) => {
-                tracing::debug!(%peer, error = %e, "ask failed fast; asking once more");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                self.ask(peer, req).await
+        let mut pause = BUSY_PAUSE;
+        loop {
+            match self.ask(peer, req.clone()).await {
+                Err(AskError::Busy(e))
+                    if started.elapsed() < BUSY_RETRY_FOR && self.members.borrow().contains(&peer) =>
+                {
+                    tracing::debug!(%peer, error = %e, "peer busy; asking again");
+                    tokio::time::sleep(jittered(pause)).await;
+                    pause = (pause * 2).min(BUSY_PAUSE_MAX);
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
     /// Sends `req` to `peer` and waits for the answer (bounded by the
     /// request timeout).
-    pub async fn ask(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, String> {
+    pub async fn ask(&self, peer: PeerId, req: wire::Request) -> Result<wire::Response, AskError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Ask { peer, req, reply })
             .await
-            .map_err(|_| "P2P node stopped".to_string())?;
+            .map_err(|_| AskError::Stopped)?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("P2P node stopped".into()),
-            Err(_) => Err("timed out".into()),
+            Ok(Err(_)) => Err(AskError::Stopped),
+            Err(_) => Err(AskError::Unreachable("timed out".into())),
         }
     }
 
@@ -299,7 +340,7 @@ impl Client {
                 let r = match tokio::time::timeout(timeout, self.ask(p, wire::Request::Stats)).await {
                     Ok(Ok(wire::Response::Stats(s))) => Ok(s),
                     Ok(Ok(_)) => Err("unexpected answer".to_string()),
-                    Ok(Err(e)) => Err(e),
+                    Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err("timed out".to_string()),
                 };
                 (p, r)
@@ -307,4 +348,12 @@ impl Client {
         });
         futures::future::join_all(asks).await
     }
+}
+
+/// Between half of `pause` and all of it: a freshly keyed hasher (keys
+/// from the OS) over the time picks where.
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::BuildHasher as _;
+    let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    pause / 2 + pause.mul_f64((r % 1024) as f64 / 2048.0)
 }

@@ -14,11 +14,24 @@
 //! Connections are few and bounded (`connection_limits`, the configured
 //! `max_peer_connections`): gossipsub keeps its mesh (about
 //! [`TARGET_DEGREE`] peers) connected; every other connection closes when
-//! idle. When the node has fewer than [`TARGET_DEGREE`] connections it
-//! dials random live members from their announced addresses (and its
-//! bootstrap addresses, with backoff), so the gossip mesh forms without a
-//! full mesh of connections. An ask to an owner it is not connected to
-//! dials it on demand from the owner's announced addresses.
+//! idle, or sooner when the node holds more than its high watermark
+//! ([`super::connections`]: idle connections outside the mesh are pruned,
+//! keeping a reserve below the limit for joiners and asks). When the node
+//! has fewer than [`TARGET_DEGREE`] connections it dials random live
+//! members from their announced addresses (its bootstrap addresses, with
+//! jittered backoff, only while its view cannot supply that many), so the
+//! gossip mesh forms without a full mesh of connections. An ask to an
+//! owner it is not connected to dials it on demand from the owner's
+//! announced addresses (at the limit, after closing a prunable
+//! connection).
+//!
+//! A dropped connection is probed (redialled; refused: the member is
+//! gone) when its peer was in this node's gossip mesh or the connection
+//! had lasted [`GRACE`]. A peer that pruned it is alive, so the redial
+//! succeeds; this node then closes the redialled connection at once (it
+//! was only a check), and that short connection, outside the mesh, is not
+//! probed by the other side in turn: one check per pruned connection, no
+//! loop, no suspicion.
 //!
 //! Invariants: nothing else touches the swarm (so there is no lock around
 //! it); the loop never touches the cache: inbound entry requests and
@@ -34,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
@@ -42,8 +55,9 @@ use libp2p::{connection_limits, gossipsub, identify, mdns, ping, Multiaddr, Peer
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::acks::AcksInFlight;
-use super::client::{Command, MemberRow, PeerInfo};
+use super::client::{AskError, Command, MemberRow, PeerInfo};
 use super::codec::Codec;
+use super::connections::{Connections, Watermarks, GRACE};
 use super::gossip::{self, Announcement, Gone, Message};
 use super::invalidation::Epochs;
 use super::membership::{announce_every, Heard, Membership, SETTLE_AFTER_CONNECT, SETTLE_MAX};
@@ -90,7 +104,7 @@ pub(super) struct EventLoop {
     pub(super) members: watch::Sender<Arc<Vec<PeerId>>>,
     /// The addresses listened on, as the swarm reported them.
     pub(super) listen: watch::Sender<Arc<Vec<Multiaddr>>>,
-    pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, String>>>,
+    pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, AskError>>>,
     pub(super) known: HashMap<PeerId, Known>,
     pub(super) bootstrap: Vec<Bootstrap>,
     pub(super) membership: Membership,
@@ -126,6 +140,19 @@ pub(super) struct EventLoop {
     pub(super) view_asks: HashSet<OutboundRequestId>,
     /// This node's acks sent to their origins, not answered yet.
     pub(super) acks_in_flight: AcksInFlight,
+    /// The established connections and their use, and the watermarks
+    /// they are pruned to.
+    pub(super) conns: Connections,
+    pub(super) marks: Watermarks,
+    /// This node's gossipsub mesh as of the last tick (gossipsub forgets a
+    /// peer before its `ConnectionClosed` reaches the loop).
+    pub(super) mesh: HashSet<PeerId>,
+    /// Member views being sent to joiners (`Members` answers).
+    pub(super) view_answers: HashSet<InboundRequestId>,
+    /// Peers whose last failed dial proves nothing listens for them
+    /// (refused, timed out, another node): an ask that could not dial
+    /// them is [`AskError::Unreachable`], any other failed dial is busy.
+    pub(super) dial_unreachable: HashSet<PeerId>,
 }
 
 /// Housekeeping period: announcements due, views, catch-ups.
@@ -263,9 +290,12 @@ impl EventLoop {
         let now = Instant::now();
         self.ticks += 1;
         let every = self.announce_period();
+        // Early for a new peer, but at most 8 times a period, so a herd
+        // of joiners does not multiply the fleet's message rate.
+        let soon_after = (every / 8).max(TICK);
         let due = self.last_announce.is_none_or(|t| {
             let since = now.saturating_duration_since(t);
-            since >= every || (self.announce_soon && since >= TICK)
+            since >= every || (self.announce_soon && since >= soon_after)
         });
         if due {
             self.announce(false);
@@ -307,6 +337,8 @@ impl EventLoop {
             self.epoch_confirmed = true;
             self.responder.epoch_confirmed();
         }
+        self.mesh = self.swarm.behaviour().gossip.all_mesh_peers().copied().collect();
+        self.prune(now);
         if self.ticks % UPKEEP_TICKS == 0 {
             self.membership.forget_old(now);
             self.epochs.expire(now);
@@ -345,8 +377,11 @@ impl EventLoop {
     /// (with backoff) while short of peers, then random live members.
     fn upkeep(&mut self, now: Instant) {
         let connected = self.swarm.connected_peers().count();
-        let alone = self.members.borrow().is_empty();
-        if connected < TARGET_DEGREE || alone {
+        let members = self.members.borrow().len();
+        // The bootstrap addresses only while the view cannot supply the
+        // degree: a fleet's bootstrap member is not dialled by every
+        // member that lost a connection.
+        if members == 0 || (connected < TARGET_DEGREE && members < TARGET_DEGREE) {
             for i in 0..self.bootstrap.len() {
                 let b = &self.bootstrap[i];
                 let up = b.peer.is_some_and(|p| self.swarm.is_connected(&p));
@@ -387,14 +422,25 @@ impl EventLoop {
     fn bootstrap_failed(&mut self, i: usize) {
         let b = &mut self.bootstrap[i];
         b.dialing = None;
-        b.next_try = Instant::now() + b.backoff;
+        // Jittered (half to all of the backoff), so joiners turned away
+        // together do not come back together.
+        let r = std::collections::hash_map::RandomState::new().hash_one((Instant::now(), i));
+        b.next_try = Instant::now() + b.backoff / 2 + b.backoff.mul_f64((r % 1024) as f64 / 2048.0);
         b.backoff = (b.backoff * 2).min(Duration::from_secs(60));
     }
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Ask { peer, req, reply } => {
+                let now = Instant::now();
+                if !self.swarm.is_connected(&peer) {
+                    // At the limit the dial would be denied here.
+                    if let Some(victim) = self.conns.make_room(&self.mesh, self.marks, now) {
+                        self.close_pruned(victim);
+                    }
+                }
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
+                self.conns.request_started(peer, now);
                 self.pending.insert(id, reply);
             }
             Command::Respond { channel, res } => {
@@ -567,7 +613,23 @@ impl EventLoop {
             .behaviour_mut()
             .rr
             .send_request(&peer, wire::Request::Members);
+        self.conns.request_started(peer, Instant::now());
         self.view_asks.insert(id);
+    }
+
+    /// Over the high watermark: closes the prunable connections (see
+    /// [`super::connections`]) down to the low one.
+    fn prune(&mut self, now: Instant) {
+        for peer in self.conns.prune(&self.mesh, self.marks, now) {
+            self.close_pruned(peer);
+        }
+    }
+
+    pub(super) fn close_pruned(&mut self, peer: PeerId) {
+        if self.swarm.disconnect_peer_id(peer).is_ok() {
+            self.metrics.connections_pruned.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, connections = self.conns.count(), "idle connection pruned");
+        }
     }
 
     /// A peer's member view arrived: every member in it not known yet
@@ -736,13 +798,20 @@ impl EventLoop {
                 ..
             } => {
                 self.metrics.connections_opened.fetch_add(1, Ordering::Relaxed);
+                self.conns.opened(peer_id, Instant::now());
+                self.dial_unreachable.remove(&peer_id);
                 self.first_connected.get_or_insert_with(Instant::now);
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.dialing == Some(connection_id)) {
                     b.dialing = None;
                     b.peer = Some(peer_id);
                     b.backoff = Duration::from_secs(1);
                 }
-                self.probes.remove(&connection_id);
+                // A redial after a dropped connection answered: the peer
+                // is alive; the check is over (a ping-failure probe beside
+                // a live connection stays, as before).
+                if self.probes.remove(&connection_id).is_some() && num_established.get() == 1 {
+                    self.swarm.close_connection(connection_id);
+                }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     self.publish_connected();
@@ -758,13 +827,20 @@ impl EventLoop {
                 ..
             } => {
                 self.metrics.connections_closed.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let lasted = self
+                    .conns
+                    .held_since(&peer_id)
+                    .is_some_and(|t| now.saturating_duration_since(t) >= GRACE);
+                self.conns.closed(&peer_id);
                 if num_established == 0 {
                     let dropped = cause.is_some();
                     tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
                     self.publish_connected();
-                    // Closed for idleness: nothing to learn. Dropped: is it
-                    // alive?
-                    if dropped {
+                    // Closed for idleness, or by this node: nothing to
+                    // learn. Dropped: is it alive? (Not asked of a short
+                    // connection outside the mesh: another node's check.)
+                    if dropped && (lasted || self.mesh.contains(&peer_id)) {
                         self.probe(peer_id, PeerCondition::DisconnectedAndNotDialing);
                     }
                 }
@@ -775,6 +851,13 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    if dial_proves_unreachable(&error) {
+                        self.dial_unreachable.insert(peer);
+                    } else {
+                        self.dial_unreachable.remove(&peer);
+                    }
+                }
                 if let Some(peer) = self.probes.remove(&connection_id) {
                     // Refused (nothing listens there any more) or another
                     // node on its address: gone. A reset handshake (the
@@ -835,7 +918,11 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
                 self.on_gossip(message)
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { .. })) => {
+            // A peer new to this view (a joiner) learns this node soon; a
+            // member it already knows has heard it.
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. }))
+                if !self.membership.get(&peer_id).is_some_and(|m| m.live(Instant::now())) =>
+            {
                 self.announce_soon = true;
             }
             _ => {}
@@ -847,65 +934,24 @@ impl EventLoop {
         match ev {
             Event::Message {
                 peer,
-                message: Message::Request { request, channel, .. },
+                message:
+                    Message::Request {
+                        request,
+                        channel,
+                        request_id,
+                        ..
+                    },
                 ..
-            } => match request {
-                // Peer exchange is no longer asked for (membership travels
-                // on gossipsub); still answered, for nodes of the previous
-                // version during a rolling upgrade.
-                // Peer exchange is no longer asked for (membership travels
-                // on gossipsub); still answered, for nodes of the previous
-                // version during a rolling upgrade.
-                wire::Request::Peers => {
-                    let local = *self.swarm.local_peer_id();
-                    let list = self
-                        .swarm
-                        .connected_peers()
-                        .filter(|p| **p != peer && **p != local)
-                        .take(wire::MAX_PEERS)
-                        .map(|p| {
-                            let addrs = self
-                                .known
-                                .get(p)
-                                .map(|k| k.addrs.iter().map(|a| a.to_vec()).collect())
-                                .unwrap_or_default();
-                            (p.to_bytes(), addrs)
-                        })
-                        .collect();
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_response(channel, wire::Response::Peers(list));
-                }
-                wire::Request::Members => {
-                    let answer = self.view_answer(peer);
-                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, answer);
-                }
-                wire::Request::Ack { id, .. } => self.ack_received(peer, id, channel),
-                wire::Request::Stats => {
-                    let mut s = self.responder.stats();
-                    s.peers = self.swarm.connected_peers().count() as u64;
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_response(channel, wire::Response::Stats(s));
-                }
-                req @ wire::Request::Entry { .. } => {
-                    self.metrics.served.fetch_add(1, Ordering::Relaxed);
-                    let fut = self.responder.entry(req);
-                    let tx = self.self_tx.clone();
-                    tokio::spawn(async move {
-                        let res = fut.await;
-                        let _ = tx.send(Command::Respond { channel, res }).await;
-                    });
-                }
-            },
+            } => {
+                self.conns.request_started(peer, Instant::now());
+                self.on_request(peer, request, channel, request_id);
+            }
             Event::Message {
+                peer,
                 message: Message::Response { request_id, response },
                 ..
             } => {
+                self.conns.request_ended(&peer, Instant::now());
                 if self.view_asks.remove(&request_id) {
                     if let wire::Response::Members(list) = response {
                         self.learn_view(list);
@@ -922,19 +968,106 @@ impl EventLoop {
                 peer,
                 ..
             } => {
+                self.conns.request_ended(&peer, Instant::now());
                 if self.view_asks.remove(&request_id) {
                     tracing::debug!(%peer, %error, "member view not received");
                 } else if let Some(reply) = self.pending.remove(&request_id) {
                     tracing::debug!(%peer, %error, "ask failed");
-                    let _ = reply.send(Err(error.to_string()));
+                    use request_response::OutboundFailure as F;
+                    let unreachable = match &error {
+                        F::DialFailure => self.dial_unreachable.contains(&peer),
+                        F::Timeout => true,
+                        F::ConnectionClosed | F::UnsupportedProtocols | F::Io(_) => false,
+                    };
+                    let _ = reply.send(Err(if unreachable {
+                        AskError::Unreachable(error.to_string())
+                    } else {
+                        AskError::Busy(error.to_string())
+                    }));
                 } else {
                     self.ack_failed(&request_id, &error);
                 }
             }
-            Event::InboundFailure { peer, error, .. } => {
+            Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                self.conns.request_ended(&peer, Instant::now());
+                self.view_answers.remove(&request_id);
                 tracing::debug!(%peer, %error, "inbound request failed");
             }
-            Event::ResponseSent { .. } => {}
+            Event::ResponseSent { peer, request_id, .. } => {
+                let now = Instant::now();
+                self.conns.request_ended(&peer, now);
+                if self.view_answers.remove(&request_id) {
+                    // A joiner has the view: over the high watermark its
+                    // connection goes now, making room for the next one.
+                    self.conns.view_served(&peer);
+                    self.prune(now);
+                }
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: wire::Request,
+        channel: request_response::ResponseChannel<wire::Response>,
+        request_id: InboundRequestId,
+    ) {
+        match request {
+            // Peer exchange is no longer asked for (membership travels
+            // on gossipsub); still answered, for nodes of the previous
+            // version during a rolling upgrade.
+            wire::Request::Peers => {
+                let local = *self.swarm.local_peer_id();
+                let list = self
+                    .swarm
+                    .connected_peers()
+                    .filter(|p| **p != peer && **p != local)
+                    .take(wire::MAX_PEERS)
+                    .map(|p| {
+                        let addrs = self
+                            .known
+                            .get(p)
+                            .map(|k| k.addrs.iter().map(|a| a.to_vec()).collect())
+                            .unwrap_or_default();
+                        (p.to_bytes(), addrs)
+                    })
+                    .collect();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, wire::Response::Peers(list));
+            }
+            wire::Request::Members => {
+                self.view_answers.insert(request_id);
+                let answer = self.view_answer(peer);
+                let _ = self.swarm.behaviour_mut().rr.send_response(channel, answer);
+            }
+            wire::Request::Ack { id, .. } => self.ack_received(peer, id, channel),
+            wire::Request::Stats => {
+                let mut s = self.responder.stats();
+                s.peers = self.swarm.connected_peers().count() as u64;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, wire::Response::Stats(s));
+            }
+            req @ wire::Request::Entry { .. } => {
+                self.metrics.served.fetch_add(1, Ordering::Relaxed);
+                let fut = self.responder.entry(req);
+                let tx = self.self_tx.clone();
+                tokio::spawn(async move {
+                    let res = fut.await;
+                    let _ = tx.send(Command::Respond { channel, res }).await;
+                });
+            }
         }
     }
 }
@@ -966,4 +1099,22 @@ fn unix_ms() -> u64 {
 /// OS, a fresh one per call) over the time.
 fn random_id() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((Instant::now(), std::process::id()))
+}
+
+/// A failed dial shows that nothing listens for the peer: refused, timed
+/// out, or another node at its address. A local denial (this node at its
+/// limit) or a handshake the peer reset or closed (it at its limit) shows
+/// a live, busy peer.
+fn dial_proves_unreachable(error: &libp2p::swarm::DialError) -> bool {
+    use libp2p::swarm::DialError as D;
+    match error {
+        D::Denied { .. } | D::Aborted | D::DialPeerConditionFalse(_) => false,
+        D::Transport(errors) => !errors.iter().any(|(_, e)| {
+            let chain = crate::daemon::p2p::error_chain(e).to_lowercase();
+            ["reset", "eof", "end of file", "broken pipe"]
+                .iter()
+                .any(|w| chain.contains(w))
+        }),
+        _ => true,
+    }
 }

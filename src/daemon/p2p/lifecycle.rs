@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::client::Client;
 use super::codec::{Codec, MAX_STREAMS};
+use super::connections::{Connections, Watermarks};
 use super::discovery::{self, Discovery, GithubRegistry};
 use super::event_loop::{Behaviour, Bootstrap, EventLoop, TARGET_DEGREE};
 use super::gossip;
@@ -226,6 +227,11 @@ pub fn start(
         probes: HashMap::new(),
         view_asks: Default::default(),
         acks_in_flight: Default::default(),
+        conns: Connections::new(),
+        marks: Watermarks::for_limit(limits.established),
+        mesh: Default::default(),
+        view_answers: Default::default(),
+        dial_unreachable: Default::default(),
     };
     handle.spawn(async move {
         event_loop.run(stop_rx).await;

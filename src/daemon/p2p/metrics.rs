@@ -49,6 +49,9 @@ pub struct P2pMetrics {
     /// Acks this node published on gossipsub because the direct send
     /// failed.
     pub acks_gossiped: AtomicU64,
+    /// Idle connections outside the gossip mesh this node closed because
+    /// it held more than its high watermark (`p2p::connections`).
+    pub connections_pruned: AtomicU64,
 }
 
 impl P2pMetrics {
@@ -128,6 +131,11 @@ impl P2pMetrics {
             "p2p_connections_closed",
             "Connections closed.",
             v(&self.connections_closed),
+        );
+        out.counter(
+            "p2p_connections_pruned",
+            "Idle connections outside the gossip mesh closed above the high watermark.",
+            v(&self.connections_pruned),
         );
     }
 }

@@ -34,7 +34,8 @@
 //! agree on owners without being connected to each other. Connections are
 //! bounded ([`Limits`], `max_peer_connections`): gossipsub's mesh plus
 //! connections to owners opened on demand from their announced addresses
-//! and closed when idle.
+//! and closed when idle, or pruned sooner above a watermark that keeps a
+//! reserve for joiners ([`connections`]).
 //!
 //! # Fleet-wide invalidation
 //! An invalidation is applied locally, then published with an epoch; every
@@ -63,6 +64,8 @@
 //! - `acks.rs`: a member's ack sent to the invalidation's origin directly
 //!   (gossipsub when that fails), and the origin's side.
 //! - `client.rs`: the cloneable [`Client`] and the commands it sends.
+//! - `connections.rs`: the connection manager (watermarks below the
+//!   limit, which connections to prune).
 //! - `event_loop.rs`: the task that owns the swarm.
 //! - `metrics.rs`: the `ghcache_p2p_*` counters.
 //! - `discovery/`: where first peers come from besides `--bootstrap` and
@@ -80,6 +83,7 @@
 mod acks;
 pub mod client;
 pub mod codec;
+pub mod connections;
 pub mod discovery;
 pub mod event_loop;
 pub mod gossip;
@@ -98,7 +102,7 @@ use futures::future::BoxFuture;
 use libp2p::pnet::PreSharedKey;
 use libp2p::Multiaddr;
 
-pub use client::{Client, FleetReport, MemberRow, PeerInfo};
+pub use client::{AskError, Client, FleetReport, MemberRow, PeerInfo};
 pub use codec::{Codec, MAX_REQUEST_FRAME, MAX_STREAMS};
 pub use keys::{derive_psk, load_or_create_identity, parse_psk, resolve_key, KeySource, IDENTITY_FILE, KDF_CONTEXT};
 pub(crate) use lifecycle::error_chain;
