@@ -17,7 +17,9 @@
 //!
 //! Hit ratios per workload and capacity, and memory per entry, are the
 //! `policy` bench's. Run: `cargo bench --bench core`. Under `cargo test`
-//! each benchmark runs once, as a smoke test.
+//! each benchmark runs once, as a smoke test. `GHCACHE_BENCH_ONLY=ghcache,dashmap`
+//! keeps only the contenders named (the stats and nested-lock figures are
+//! ghcache's and always run).
 
 mod common;
 
@@ -51,6 +53,7 @@ fn uniform_contenders() -> Vec<(&'static str, Arc<dyn Contender>)> {
         ("dashmap", Arc::new(common::DashMap::new(&space))),
         ("mutex_map", Arc::new(common::MutexMap::new(&space))),
     ];
+    let all = common::only(all);
     for (_, c) in &all {
         for i in 0..KEYS {
             c.put(i);

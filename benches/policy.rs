@@ -20,6 +20,8 @@
 //!
 //! `GHCACHE_BENCH_REPORT=1` runs the full set (what `ci/bench` does);
 //! without it (`cargo test`, `cargo bench`) a short smoke run.
+//! `GHCACHE_BENCH_ONLY=ghcache` keeps only the bounded contenders named
+//! (comma-separated) in the hit-ratio lines, e.g. while tuning the policy.
 
 mod common;
 

@@ -257,13 +257,27 @@ impl Contender for MutexMap {
     }
 }
 
-/// The bounded contenders, by name (the ones with an eviction policy).
+/// The bounded contenders, by name (the ones with an eviction policy), as
+/// [`only`] selects them.
 pub fn bounded(space: &Arc<KeySpace>, capacity: Capacity) -> Vec<(&'static str, Arc<dyn Contender>)> {
-    vec![
+    let all: Vec<(&'static str, Arc<dyn Contender>)> = vec![
         ("ghcache", Arc::new(Ghcache::new(space, capacity))),
         ("quick_cache", Arc::new(QuickCache::new(space, capacity))),
         ("moka", Arc::new(Moka::new(space, capacity))),
-    ]
+    ];
+    only(all)
+}
+
+/// The contenders named in `GHCACHE_BENCH_ONLY` (comma-separated, e.g.
+/// `ghcache` while tuning the policy), or all of them when it is unset.
+pub fn only<T>(contenders: Vec<(&'static str, T)>) -> Vec<(&'static str, T)> {
+    match std::env::var("GHCACHE_BENCH_ONLY") {
+        Ok(names) => contenders
+            .into_iter()
+            .filter(|(name, _)| names.split(',').any(|n| n.trim() == *name))
+            .collect(),
+        Err(_) => contenders,
+    }
 }
 
 /// xorshift64*: cheap, per-thread, deterministic.

@@ -10,17 +10,17 @@
 //! - freshness by age: `age < ttl` fresh, `< ttl + grace` stale, else
 //!   expired; an expired entry is removed by the lookup that finds it
 //!   (one expiration and one miss), and every lookup that finds a live
-//!   entry adds one to its read counter, which stops at 3;
+//!   entry adds one to its read counter, which stops at 7;
 //! - insert: weight = key text + body + ETag bytes; heavier than the (shard)
 //!   byte bound is refused and drops the old entry for that key (one eviction
 //!   if there was one, one rejected insert); a key held is replaced in place
 //!   (counted as a read); a new key goes to the front of main when the ghost
 //!   remembers it (and the ghost forgets it), else to the front of small.
 //!   Then, while over a bound, S3-FIFO (`src/core/s3fifo.rs`) picks victims,
-//!   never the entry just written: small's oldest when small is over 5 % of
+//!   never the entry just written: small's oldest when small is over 2 % of
 //!   a bound (or main has nothing to give) -- to main with its counter
 //!   cleared if read, else evicted and remembered by the ghost (which keeps
-//!   a quarter as many keys as the cache then holds, at least one);
+//!   40 % as many keys as the cache then holds, at least one);
 //!   otherwise main's oldest -- to
 //!   main's front one read less if read (the newest unchanged), else evicted;
 //! - a peer entry counts a peer hit when inserted through `Cache::insert`;
@@ -335,7 +335,7 @@ impl CacheModel {
             return Lookup::Miss;
         };
         let held = self.held_mut(at);
-        held.freq = (held.freq + 1).min(3);
+        held.freq = (held.freq + 1).min(7);
         let found = held.entry.clone();
         let age = u128::from(self.now.saturating_sub(found.fetched_at.as_millis()));
         let ttl = millis(found.ttl);
@@ -367,7 +367,7 @@ impl CacheModel {
         if let Some(at) = self.position(key) {
             let held = self.held_mut(at);
             held.entry = entry;
-            held.freq = (held.freq + 1).min(3);
+            held.freq = (held.freq + 1).min(7);
         } else {
             let held = Held {
                 key: key.clone(),
@@ -394,7 +394,7 @@ impl CacheModel {
         let small_ok = !self.small.is_empty() && !only_newest(&self.small);
         let main_ok = !self.main.is_empty() && !only_newest(&self.main);
         let small_bytes: usize = self.small.iter().map(|h| Self::weight(&h.key, &h.entry)).sum();
-        let small_over = self.small.len() * 100 > self.max_entries * 5 || small_bytes * 100 > self.max_bytes * 5;
+        let small_over = self.small.len() * 100 > self.max_entries * 2 || small_bytes * 100 > self.max_bytes * 2;
         if small_ok && (small_over || !main_ok) {
             let mut oldest = self.small.pop().expect("small_ok");
             if oldest.freq > 0 {
@@ -406,7 +406,7 @@ impl CacheModel {
                     self.newest = None;
                 }
                 self.ghost.push((oldest.key, true));
-                let cap = (self.len() / 4).max(1);
+                let cap = (self.len() * 40 / 100).max(1);
                 while self.ghost.len() > cap {
                     self.ghost.remove(0);
                 }

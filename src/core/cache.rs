@@ -455,9 +455,12 @@ impl Cache {
 
     /// Which shard holds `key` (for diagnostics and tests).
     pub fn shard_index(&self, key: &CacheKey) -> usize {
-        // Bits 32..56 of the hash: hashbrown uses the low bits for the bucket
-        // and the top 7 for its tag, so shards do not skew either.
-        ((key.hash_value() >> 32) & 0x00ff_ffff) as usize % self.shared.shards.len()
+        // Bits 32..56 of the hash, a fraction of 2^24, scaled to the shard
+        // count by a multiply and a shift (no division on the lookup path):
+        // hashbrown uses the low bits for the bucket and the top 7 for its
+        // tag, so shards do not skew either.
+        let bits = (key.hash_value() >> 32) & 0x00ff_ffff;
+        ((u128::from(bits) * self.shared.shards.len() as u128) >> 24) as usize
     }
 
     /// Runs `f` on each shard in turn, one lock at a time, summing results.

@@ -225,8 +225,8 @@ mod regressions {
     /// Keys spread over the shards (a survivor: every key routed to one
     /// shard went unseen, as that only makes eviction start early). 200
     /// keys in 4 shards of 100 entries: with any even spread nothing is
-    /// evicted; all in one shard would evict 100. (`& 0xff_ffff` mutated to
-    /// `^ 0xff_ffff` only permutes shard numbers: an equivalent mutant.)
+    /// evicted; all in one shard would evict 100. (A mutant that sends keys
+    /// past the last shard panics on the index.)
     #[test]
     fn keys_spread_over_the_shards() {
         let cache = Cache::new(
