@@ -156,18 +156,18 @@ pub(super) struct EventLoop {
 }
 
 /// Housekeeping period: announcements due, views, catch-ups.
-const TICK: Duration = Duration::from_millis(250);
+pub(super) const TICK: Duration = Duration::from_millis(250);
 /// Ticks between connection upkeep rounds (bootstrap, degree, forgetting).
-const UPKEEP_TICKS: u64 = 4;
+pub(super) const UPKEEP_TICKS: u64 = 4;
 /// Connections the node keeps up by dialling members: gossipsub's mesh
 /// degree (`mesh_n`).
 pub const TARGET_DEGREE: usize = 6;
 /// How long after announcing that it no longer joins a node owns keys
 /// (its announcement reaches the members in well under this).
-const ELIGIBLE_AFTER: Duration = Duration::from_millis(500);
+pub(super) const ELIGIBLE_AFTER: Duration = Duration::from_millis(500);
 /// Member views a joining node asks for at a time as it connects (one
 /// answer is enough; a second covers a peer that has just joined itself).
-const VIEW_ASKS: usize = 2;
+pub(super) const VIEW_ASKS: usize = 2;
 /// How long a stopping node keeps polling the swarm so its leaving
 /// announcement gets out.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);

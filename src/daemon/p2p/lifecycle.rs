@@ -253,9 +253,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// A ping unanswered this long fails (the peer is then redialled).
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fewest peers in a node's gossip mesh before it grafts more.
-const MESH_LOW: usize = 4;
+pub(super) const MESH_LOW: usize = 4;
 /// Most peers in a node's gossip mesh before it prunes some.
-const MESH_HIGH: usize = 8;
+pub(super) const MESH_HIGH: usize = 8;
 
 /// The gossipsub behaviour of the fleet topic: signed messages validated
 /// strictly (the sender is the signed source), at most

@@ -72,6 +72,9 @@
 //!   mDNS: a DNS seed, a registry on GitHub.
 //! - `lifecycle.rs`: building the swarm, the core's lifecycle around it,
 //!   the daemon's settings and responder, shutdown.
+//! - `sim/`: the fleet at thousands of nodes by discrete-event simulation:
+//!   the real [`membership`] and [`owner_of`] over a model of the swarm
+//!   (`ci/fleet-sim`); used by no daemon code.
 //!
 //! # What is absent, on purpose
 //! - No QUIC: it would bypass the pre-shared key.
@@ -93,6 +96,7 @@ pub mod lifecycle;
 pub mod membership;
 pub mod metrics;
 pub mod owner;
+pub mod sim;
 pub mod wire;
 
 use std::path::PathBuf;
