@@ -7,7 +7,7 @@
 //! fleet_sim [N ...] [--seconds S] [--warmup S] [--join-rate R] [--churn F]
 //!           [--seeds K] [--shared-seeds K] [--latency-ms LO-HI] [--keys K]
 //!           [--invalidations I] [--max-connections C] [--timeout S] [--seed X]
-//!           [--what-if announce-to-new-members-only|upkeep-to-mesh-low]
+//!           [--what-if upkeep-to-mesh-low]
 //! ```
 //!
 //! Without N it runs the list in `GHCACHE_FLEET_SIM_NODES` (what
@@ -25,7 +25,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: fleet_sim [N ...] [--seconds S] [--warmup S] [--join-rate R] [--churn F] [--seeds K] \
          [--shared-seeds K] [--latency-ms LO-HI] [--keys K] [--invalidations I] [--max-connections C] \
-         [--timeout S] [--seed X] [--what-if announce-to-new-members-only|upkeep-to-mesh-low]"
+         [--timeout S] [--seed X] [--what-if upkeep-to-mesh-low]"
     );
     exit(2)
 }
@@ -56,9 +56,8 @@ fn main() {
             "--timeout" => base.converge_timeout = Duration::from_secs_f64(num(&a, args.next())),
             "--seed" => base.seed = num(&a, args.next()),
             "--what-if" => match args.next().as_deref() {
-                Some("announce-to-new-members-only") => base.what_if.announce_to_new_members_only = true,
                 Some("upkeep-to-mesh-low") => base.what_if.upkeep_to_mesh_low = true,
-                _ => usage("--what-if takes announce-to-new-members-only or upkeep-to-mesh-low"),
+                _ => usage("--what-if takes upkeep-to-mesh-low"),
             },
             "--latency-ms" => {
                 let v = args.next().unwrap_or_default();

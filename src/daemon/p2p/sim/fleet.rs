@@ -531,7 +531,9 @@ impl Fleet {
             .membership
             .get(&self.nodes[p as usize].id)
             .is_some_and(|m| m.live(self.at(now)));
-        if !(self.what_if.announce_to_new_members_only && known) {
+        // The daemon announces early only to a peer new to its view (a
+        // joiner): a member it already knows has heard it.
+        if !known {
             self.announce_soon(n);
         }
         let node = &self.nodes[n as usize];
@@ -639,7 +641,9 @@ impl Fleet {
         let every = us(announce_every(self.live_view_len(n) + 1));
         let node = &self.nodes[n as usize];
         let since = node.last_announce.map(|l| now - l);
-        let due = since.is_none_or(|s| s >= every || (node.soon && s >= us(TICK)));
+        // Early for a new peer, but at most 8 times a period (`on_tick`).
+        let soon_after = (every / 8).max(us(TICK));
+        let due = since.is_none_or(|s| s >= every || (node.soon && s >= soon_after));
         if due {
             self.announce_every(n, every);
             self.want_announce(n, now + every);

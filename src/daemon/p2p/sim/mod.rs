@@ -90,9 +90,6 @@ pub struct Settings {
 /// All off by default: the simulation runs the daemon's behaviour.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WhatIf {
-    /// Announce at once on a new subscription only when the subscriber is
-    /// not a live member of this node's view (the daemon: always).
-    pub announce_to_new_members_only: bool,
     /// Upkeep dials members only while the node has fewer than `MESH_LOW`
     /// connections, which gossipsub then grafts (the daemon: fewer than
     /// `TARGET_DEGREE`, whose extra connections gossipsub may not graft,
@@ -612,29 +609,16 @@ mod tests {
     }
 
     #[test]
-    fn per_node_messages_do_not_grow_with_n_once_reconnections_stop_announcing() {
+    fn per_node_messages_do_not_grow_with_n() {
+        // Each node receives every announcement once, so its rate is the
+        // fleet's, which `announce_every` bounds whatever N. A node that
+        // announced early to every new connection (not only to a peer new
+        // to its view) would break this: upkeep's connections to members
+        // it knows would each cost two fleet-wide announcements.
         let (small, big) = (100, 400);
-        // The daemon today: a node short of TARGET_DEGREE connections keeps
-        // opening one gossipsub does not graft (it idles out, and is opened
-        // again), and each new connection makes both ends announce to the
-        // whole fleet, so each node's rate grows with N. This test fails
-        // when that is fixed: then drop this half and make the what-if the
-        // default.
-        let window = Duration::from_secs(30);
-        let today = (
-            steady_rate(small, WhatIf::default(), window),
-            steady_rate(big, WhatIf::default(), window),
-        );
-        assert!(today.1 > 2.5 * today.0, "daemon today: {today:?} (4x the nodes)");
-        // Announcing at once only to a peer not yet in the view: the rate
-        // stays at the fleet-wide bound whatever N.
-        let fixed = WhatIf {
-            announce_to_new_members_only: true,
-            ..WhatIf::default()
-        };
         let rates = (
-            steady_rate(small, fixed, announce_every(small)),
-            steady_rate(big, fixed, announce_every(big)),
+            steady_rate(small, WhatIf::default(), announce_every(small)),
+            steady_rate(big, WhatIf::default(), announce_every(big)),
         );
         let bound = FLEET_ANNOUNCEMENTS_PER_S as f64 * 1.25;
         assert!(rates.0 <= bound && rates.1 <= bound, "{rates:?} above {bound}");
