@@ -23,7 +23,6 @@
 //! ignores other ids).
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::PeerId;
@@ -49,21 +48,9 @@ impl EventLoop {
     /// Acks invalidation `id` of `origin` (applied here, this node now at
     /// `epoch`) directly; on gossipsub if that fails
     /// ([`EventLoop::ack_failed`]).
-    /// Like an ask, it makes room first when this node is at its
-    /// connection limit and not connected to the origin.
+    /// Dialled on demand like an ask ([`EventLoop::send_request`]).
     pub(super) fn send_ack(&mut self, origin: PeerId, id: u64, epoch: u64) {
-        let now = Instant::now();
-        if !self.swarm.is_connected(&origin) {
-            if let Some(victim) = self.conns.make_room(&self.mesh, self.marks, now) {
-                self.close_pruned(victim);
-            }
-        }
-        let request = self
-            .swarm
-            .behaviour_mut()
-            .rr
-            .send_request(&origin, wire::Request::Ack { id, epoch });
-        self.conns.request_started(origin, now);
+        let request = self.send_request(origin, wire::Request::Ack { id, epoch });
         self.acks_in_flight.insert(request, AckSent { origin, id, epoch });
     }
 

@@ -351,8 +351,9 @@ impl Client {
 }
 
 /// Between half of `pause` and all of it: a freshly keyed hasher (keys
-/// from the OS) over the time picks where.
-fn jittered(pause: Duration) -> Duration {
+/// from the OS) over the time picks where. Retries of many nodes turned
+/// away together (busy asks, bootstrap dials) spread out this way.
+pub(super) fn jittered(pause: Duration) -> Duration {
     use std::hash::BuildHasher as _;
     let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
     pause / 2 + pause.mul_f64((r % 1024) as f64 / 2048.0)

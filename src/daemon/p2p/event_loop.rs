@@ -55,7 +55,7 @@ use libp2p::{connection_limits, gossipsub, identify, mdns, ping, Multiaddr, Peer
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::acks::AcksInFlight;
-use super::client::{AskError, Command, MemberRow, PeerInfo};
+use super::client::{jittered, AskError, Command, MemberRow, PeerInfo};
 use super::codec::Codec;
 use super::connections::{Connections, Watermarks, GRACE};
 use super::gossip::{self, Announcement, Gone, Message};
@@ -424,23 +424,14 @@ impl EventLoop {
         b.dialing = None;
         // Jittered (half to all of the backoff), so joiners turned away
         // together do not come back together.
-        let r = std::collections::hash_map::RandomState::new().hash_one((Instant::now(), i));
-        b.next_try = Instant::now() + b.backoff / 2 + b.backoff.mul_f64((r % 1024) as f64 / 2048.0);
+        b.next_try = Instant::now() + jittered(b.backoff);
         b.backoff = (b.backoff * 2).min(Duration::from_secs(60));
     }
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Ask { peer, req, reply } => {
-                let now = Instant::now();
-                if !self.swarm.is_connected(&peer) {
-                    // At the limit the dial would be denied here.
-                    if let Some(victim) = self.conns.make_room(&self.mesh, self.marks, now) {
-                        self.close_pruned(victim);
-                    }
-                }
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
-                self.conns.request_started(peer, now);
+                let id = self.send_request(peer, req);
                 self.pending.insert(id, reply);
             }
             Command::Respond { channel, res } => {
@@ -608,13 +599,24 @@ impl EventLoop {
     /// (members that settled while this node was not yet in the gossip
     /// mesh).
     fn ask_view(&mut self, peer: PeerId) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rr
-            .send_request(&peer, wire::Request::Members);
-        self.conns.request_started(peer, Instant::now());
+        let id = self.send_request(peer, wire::Request::Members);
         self.view_asks.insert(id);
+    }
+
+    /// Sends `req` to `peer` (an ask, an ack, a view ask), dialling it on
+    /// demand, and counts the request on its connection. Not connected to
+    /// `peer` at the connection limit, it first makes room (closes one
+    /// prunable connection), or the dial would be denied here.
+    pub(super) fn send_request(&mut self, peer: PeerId, req: wire::Request) -> OutboundRequestId {
+        let now = Instant::now();
+        if !self.swarm.is_connected(&peer) {
+            if let Some(victim) = self.conns.make_room(&self.mesh, self.marks, now) {
+                self.close_pruned(victim);
+            }
+        }
+        let id = self.swarm.behaviour_mut().rr.send_request(&peer, req);
+        self.conns.request_started(peer, now);
+        id
     }
 
     /// Over the high watermark: closes the prunable connections (see
@@ -625,7 +627,7 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn close_pruned(&mut self, peer: PeerId) {
+    fn close_pruned(&mut self, peer: PeerId) {
         if self.swarm.disconnect_peer_id(peer).is_ok() {
             self.metrics.connections_pruned.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, connections = self.conns.count(), "idle connection pruned");
